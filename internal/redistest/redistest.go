@@ -1,0 +1,195 @@
+// Package redistest starts real Redis servers for tests, on free loopback
+// ports, so that the Lua scripts are exercised by Redis's own Lua engine (the
+// in-process miniredis runs another one).
+//
+// When redis-server is not installed, tests that need it are skipped on a
+// developer's machine but fail when the CI environment variable is set: a CI
+// run must never pass by skipping them.
+package redistest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is a redis-server process owned by one test.
+type Server struct {
+	Addr string // host:port on loopback
+
+	cmd    *exec.Cmd
+	args   []string
+	output *lockedBuffer
+	exited chan struct{} // closed when the process has exited; nil when not running
+}
+
+// URL returns the address of a real Redis for the test: REDIS_TEST_URL when
+// it is set (an existing server; tests must use their own key prefix there),
+// otherwise a server started for this test alone.
+func URL(t testing.TB) string {
+	t.Helper()
+	if url := os.Getenv("REDIS_TEST_URL"); url != "" {
+		return url
+	}
+	return "redis://" + Start(t).Addr
+}
+
+// Client returns a client of URL(t), closed at the end of the test.
+func Client(t testing.TB) *redis.Client {
+	t.Helper()
+	opts, err := redis.ParseURL(URL(t))
+	if err != nil {
+		t.Fatalf("REDIS_TEST_URL: %v", err)
+	}
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+// Start starts a redis-server of the test's own on a free loopback port, with
+// persistence off, and stops it at the end of the test. Extra arguments are
+// passed to redis-server as configuration ("--maxmemory", "1mb", ...).
+func Start(t testing.TB, extra ...string) *Server {
+	t.Helper()
+	bin := binary(t)
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ { // another process may take the free port first
+		port, err := freePort()
+		if err != nil {
+			t.Fatalf("redistest: free port: %v", err)
+		}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+		s.args = append([]string{
+			"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", t.TempDir(),
+			"--loglevel", "warning",
+		}, extra...)
+		if lastErr = s.start(bin); lastErr == nil {
+			t.Cleanup(s.stop)
+			return s
+		}
+	}
+	t.Fatalf("redistest: could not start redis-server: %v", lastErr)
+	return nil
+}
+
+// Kill stops the server at once, as a crash would (SIGKILL).
+func (s *Server) Kill(t testing.TB) {
+	t.Helper()
+	s.stop()
+}
+
+// Restart starts the server again on the same port, empty.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.stop()
+	if err := s.start(binary(t)); err != nil {
+		t.Fatalf("redistest: restart: %v", err)
+	}
+}
+
+// Pause freezes the server (SIGSTOP): connections stay open, nothing answers.
+func (s *Server) Pause(t testing.TB) { s.signal(t, syscall.SIGSTOP) }
+
+// Resume undoes Pause (SIGCONT).
+func (s *Server) Resume(t testing.TB) { s.signal(t, syscall.SIGCONT) }
+
+func (s *Server) signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("redistest: %v: %v", sig, err)
+	}
+}
+
+func (s *Server) start(bin string) error {
+	s.output = &lockedBuffer{}
+	s.cmd = exec.Command(bin, s.args...)
+	s.cmd.Stdout, s.cmd.Stderr = s.output, s.output
+	if err := s.cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	go func() { s.cmd.Wait(); close(exited) }()
+
+	rdb := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	defer rdb.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return fmt.Errorf("redis-server exited: %s", s.output.String())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := rdb.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			s.exited = exited
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.cmd.Process.Kill()
+	<-exited
+	return fmt.Errorf("redis-server on %s did not answer in 10s: %s", s.Addr, s.output.String())
+}
+
+func (s *Server) stop() {
+	if s.exited == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGCONT) // a paused process must run to die cleanly
+	s.cmd.Process.Kill()
+	<-s.exited
+	s.exited = nil
+}
+
+// binary finds redis-server, or ends the test: skipped locally, failed in CI.
+func binary(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err == nil {
+		return bin
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("redistest: redis-server is required in CI and was not found: %v", err)
+	}
+	t.Skipf("redistest: redis-server not installed (CI installs it; or set REDIS_TEST_URL): %v", err)
+	return ""
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

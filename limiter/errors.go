@@ -1,0 +1,75 @@
+package limiter
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Errors returned by the Limiter, to be tested with errors.Is.
+var (
+	// ErrInvalidUserID means a user ID is empty, longer than MaxIDLength, or
+	// holds a character outside letters, digits and "-_.:@~".
+	ErrInvalidUserID = errors.New("limiter: invalid user ID")
+	// ErrInvalidStreamID is ErrInvalidUserID's twin for stream IDs.
+	ErrInvalidStreamID = errors.New("limiter: invalid stream ID")
+	// ErrLimitReached means the user already holds the limit of live streams
+	// and the one asked for is not among them. The error is a *LimitError.
+	ErrLimitReached = errors.New("limiter: stream limit reached")
+	// ErrLeaseInactive means the stream holds no live lease: it expired, was
+	// released, or never was acquired.
+	ErrLeaseInactive = errors.New("limiter: lease not active")
+	// ErrKeyMismatch means the stream is live but the key given is not its key.
+	ErrKeyMismatch = errors.New("limiter: stream key mismatch")
+	// ErrUnavailable means Redis could not be reached, did not answer in
+	// time, or refused to work (loading, busy, failing over). Nothing was
+	// admitted by the call that returns it, as far as the caller can rely on.
+	ErrUnavailable = errors.New("limiter: redis unavailable")
+)
+
+// LimitError is returned by Acquire when the user is at the limit.
+type LimitError struct {
+	Limit  int      // the limit in force for this call
+	Active []Stream // the user's live streams, soonest expiry first
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("limiter: stream limit reached (%d of %d)", len(e.Active), e.Limit)
+}
+
+// Is makes errors.Is(err, ErrLimitReached) true for a *LimitError.
+func (e *LimitError) Is(target error) bool { return target == ErrLimitReached }
+
+// transientReplies are the prefixes of Redis error replies that say Redis
+// cannot serve right now, as opposed to a script that failed.
+var transientReplies = []string{
+	"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY",
+	"NOREPLICAS", "MOVED", "ASK", "CROSSSLOT", "OOM", "NOAUTH", "WRONGPASS",
+	"NOPERM", "ERR max number of clients",
+}
+
+// classify turns an error of the Redis client into ErrUnavailable when Redis
+// could not do the work (network, timeout, pool, transient replies). Any other
+// error reply means the script itself failed and is returned as it is, for the
+// caller to treat as an internal error.
+func classify(op string, err error) error {
+	var reply redis.Error
+	if errors.As(err, &reply) {
+		msg := reply.Error()
+		for _, prefix := range transientReplies {
+			if strings.HasPrefix(msg, prefix) {
+				return fmt.Errorf("%w: %s: %w", ErrUnavailable, op, err)
+			}
+		}
+		return fmt.Errorf("limiter: %s: script failed: %w", op, err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrUnavailable, op, err)
+}
+
+// replyError says that a script answered something its contract does not
+// allow: the Lua and this package disagree.
+func replyError(op string, reply any) error {
+	return fmt.Errorf("limiter: %s: unexpected reply %v", op, reply)
+}

@@ -1,0 +1,135 @@
+package limiter_test
+
+import (
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/limiterd/limiterd/internal/redistest"
+	"github.com/limiterd/limiterd/limiter"
+)
+
+const testTimeout = 200 * time.Millisecond
+
+// limiterOn returns a Limiter whose client honours context deadlines, as the
+// service's does, with testTimeout per call.
+func limiterOn(t *testing.T, addr string) (*limiter.Limiter, *redis.Client) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	l, err := limiter.New(rdb, limiter.Config{Timeout: testTimeout, KeyPrefix: uniquePrefix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, rdb
+}
+
+// silentServer accepts connections and never answers, like a Redis that hangs.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { conn.Close() })
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// assertUnavailable calls every operation and wants ErrUnavailable from each,
+// well within the timeout plus scheduling slack: never a hang, never a lease.
+func assertUnavailable(t *testing.T, l *limiter.Limiter) {
+	t.Helper()
+	const bound = testTimeout + 500*time.Millisecond
+	calls := map[string]func() error{
+		"acquire": func() error { _, err := l.Acquire(ctx, "alice", "s1"); return err },
+		"renew":   func() error { _, err := l.Renew(ctx, "alice", "s1", "k"); return err },
+		"release": func() error { _, err := l.Release(ctx, "alice", "s1", ""); return err },
+		"soonest": func() error { _, err := l.ReleaseSoonest(ctx, "alice"); return err },
+		"active":  func() error { _, err := l.Active(ctx, "alice"); return err },
+		"ping":    func() error { return l.Ping(ctx) },
+	}
+	for name, call := range calls {
+		start := time.Now()
+		err := call()
+		took := time.Since(start)
+		if !errors.Is(err, limiter.ErrUnavailable) {
+			t.Errorf("%s: err = %v, want ErrUnavailable", name, err)
+		}
+		if took > bound {
+			t.Errorf("%s took %v, want under %v", name, took, bound)
+		}
+	}
+}
+
+func TestRedisThatNeverAnswers(t *testing.T) {
+	l, _ := limiterOn(t, silentServer(t))
+	assertUnavailable(t, l)
+}
+
+func TestRedisNotListening(t *testing.T) {
+	l, _ := limiterOn(t, closedPort(t))
+	assertUnavailable(t, l)
+}
+
+func TestRedisPausedThenResumed(t *testing.T) {
+	srv := redistest.Start(t)
+	l, _ := limiterOn(t, srv.Addr)
+	if _, err := l.Acquire(ctx, "alice", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Pause(t)
+	assertUnavailable(t, l)
+	srv.Resume(t)
+	lease, err := l.Acquire(ctx, "alice", "s1")
+	if err != nil || lease.Active != 1 {
+		t.Errorf("after resume: %+v, %v; want s1 alone, once", lease, err)
+	}
+}
+
+func TestRedisRestartedEmpty(t *testing.T) {
+	srv := redistest.Start(t)
+	l, _ := limiterOn(t, srv.Addr)
+	if _, err := l.Acquire(ctx, "alice", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill(t)
+	assertUnavailable(t, l)
+	srv.Restart(t) // same port, no data, no cached scripts
+
+	var err error
+	for range 3 { // a pooled connection to the old process may fail once
+		if _, err = l.Acquire(ctx, "alice", "s2"); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("after the restart: %v", err)
+	}
+	if streams, err := l.Active(ctx, "alice"); err != nil || ids(streams) != "s2" {
+		t.Errorf("after the restart, active = %s, %v; want s2", ids(streams), err)
+	}
+}
