@@ -1,0 +1,131 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// config is every setting of the service. Each comes from a flag, else from
+// its environment variable, else from its default.
+type config struct {
+	ListenAddr        string
+	RedisURL          string // empty: start the embedded development server
+	StreamLimit       int
+	LeaseTTL          time.Duration
+	RedisTimeout      time.Duration
+	EmbeddedRedisAddr string
+	ShutdownTimeout   time.Duration
+	KeyPrefix         string
+}
+
+// setting is one row of the configuration table (README.md shows the same).
+type setting struct {
+	env, def, usage string
+	parse           func(cfg *config, value string) error
+}
+
+var settings = []setting{
+	{"LISTEN_ADDR", ":8080", "HTTP listen address", func(c *config, v string) error {
+		c.ListenAddr = v
+		return checkHostPort(v)
+	}},
+	{"REDIS_URL", "", "Redis to keep state in, redis://[user:password@]host:port/db (rediss:// for TLS); empty starts an embedded development server", func(c *config, v string) error {
+		c.RedisURL = v
+		if v == "" {
+			return nil
+		}
+		_, err := redis.ParseURL(v)
+		return err
+	}},
+	{"STREAM_LIMIT", "3", "most concurrent streams per user (1 to 1000)", func(c *config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return fmt.Errorf("want a whole number from 1 to 1000")
+		}
+		c.StreamLimit = n
+		return nil
+	}},
+	{"LEASE_TTL", "90s", "how long a lease lasts without a heartbeat (3s to 24h)", func(c *config, v string) error {
+		return parseDuration(&c.LeaseTTL, v, 3*time.Second, 24*time.Hour)
+	}},
+	{"REDIS_TIMEOUT", "500ms", "longest wait for Redis on one request, after which it is answered 503 (10ms to 1m)", func(c *config, v string) error {
+		return parseDuration(&c.RedisTimeout, v, 10*time.Millisecond, time.Minute)
+	}},
+	{"EMBEDDED_REDIS_ADDR", "127.0.0.1:6379", "address of the embedded server when REDIS_URL is empty; a free port is used if it is taken", func(c *config, v string) error {
+		c.EmbeddedRedisAddr = v
+		return checkHostPort(v)
+	}},
+	{"SHUTDOWN_TIMEOUT", "15s", "longest wait for requests in flight on SIGTERM (0s to 10m)", func(c *config, v string) error {
+		return parseDuration(&c.ShutdownTimeout, v, 0, 10*time.Minute)
+	}},
+	{"KEY_PREFIX", "limiter", "first part of every Redis key, as in limiter:{USER_ID}:streams", func(c *config, v string) error {
+		c.KeyPrefix = v
+		if v == "" || strings.ContainsAny(v, "{} \t\r\n") {
+			return fmt.Errorf("want a non-empty prefix without braces or spaces")
+		}
+		return nil
+	}},
+}
+
+// flagName turns LEASE_TTL into lease-ttl.
+func flagName(env string) string {
+	return strings.ReplaceAll(strings.ToLower(env), "_", "-")
+}
+
+// loadConfig reads the settings from args and the environment. An invalid
+// value is an error that names the setting.
+func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (config, error) {
+	fs := flag.NewFlagSet("limiterd", flag.ContinueOnError)
+	fs.SetOutput(usageOut)
+	values := make([]*string, len(settings))
+	for i, s := range settings {
+		def := s.def
+		if v := getenv(s.env); v != "" {
+			def = v
+		}
+		values[i] = fs.String(flagName(s.env), def, fmt.Sprintf("%s (env %s, default %q)", s.usage, s.env, s.def))
+	}
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var cfg config
+	for i, s := range settings {
+		if err := s.parse(&cfg, *values[i]); err != nil {
+			return config{}, fmt.Errorf("invalid %s (-%s) %q: %w", s.env, flagName(s.env), *values[i], err)
+		}
+	}
+	return cfg, nil
+}
+
+func parseDuration(dst *time.Duration, v string, min, max time.Duration) error {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("want a duration such as 90s or 500ms")
+	}
+	if d < min || d > max {
+		return fmt.Errorf("want a duration from %v to %v", min, max)
+	}
+	*dst = d
+	return nil
+}
+
+func checkHostPort(v string) error {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("want host:port, such as :8080 or 127.0.0.1:8080")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("want a port from 0 to 65535")
+	}
+	return nil
+}

@@ -1,0 +1,178 @@
+// Command limiterd serves the stream limiter over HTTP, keeping all state in
+// Redis. See README.md for its settings and routes.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/limiterd/limiterd/httpapi"
+	"github.com/limiterd/limiterd/limiter"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "limiterd:", err)
+		os.Exit(1)
+	}
+}
+
+// run starts the service and serves until ctx is cancelled, then drains
+// requests in flight and returns. Logs go to stderr; stdout is unused.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := loadConfig(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+
+	redisURL := cfg.RedisURL
+	if redisURL == "" {
+		dev, err := startEmbeddedRedis(cfg.EmbeddedRedisAddr, log)
+		if err != nil {
+			return err
+		}
+		defer dev.Close()
+		redisURL = "redis://" + dev.Addr()
+	}
+	rdb, err := newRedisClient(redisURL, cfg.RedisTimeout)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+
+	lim, err := limiter.New(rdb, limiter.Config{
+		Limit:     cfg.StreamLimit,
+		LeaseTTL:  cfg.LeaseTTL,
+		Timeout:   cfg.RedisTimeout,
+		KeyPrefix: cfg.KeyPrefix,
+	})
+	if err != nil {
+		return err
+	}
+	if err := lim.Ping(ctx); err != nil {
+		log.Warn("Redis does not answer yet; /readyz says 503 until it does", "err", err)
+	}
+
+	srv := &http.Server{
+		Handler:           httpapi.NewServer(httpapi.Deps{Streams: lim, Ready: lim, Logger: log}),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("LISTEN_ADDR: %w", err)
+	}
+	log.Info("limiterd listening", "addr", ln.Addr().String(),
+		"stream_limit", cfg.StreamLimit, "lease_ttl", cfg.LeaseTTL, "redis_timeout", cfg.RedisTimeout)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("serving HTTP: %w", err)
+	case <-ctx.Done():
+	}
+
+	log.Info("shutting down: finishing requests in flight", "timeout", cfg.ShutdownTimeout)
+	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(drainCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// newRedisClient returns a client whose every call, retries included, ends
+// within the request's deadline, so a Redis that hangs makes no request hang.
+func newRedisClient(url string, timeout time.Duration) (*redis.Client, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	opts.DialTimeout = timeout
+	opts.ReadTimeout = timeout
+	opts.WriteTimeout = timeout
+	opts.PoolTimeout = timeout
+	opts.ContextTimeoutEnabled = true
+	return redis.NewClient(opts), nil
+}
+
+// startEmbeddedRedis starts miniredis, a Redis-compatible server in this
+// process, for development: its state dies with the process.
+func startEmbeddedRedis(addr string, log *slog.Logger) (*embeddedRedis, error) {
+	m := miniredis.NewMiniRedis()
+	err := m.StartAddr(addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		host, _, _ := net.SplitHostPort(addr)
+		log.Info("EMBEDDED_REDIS_ADDR is taken; using a free port", "addr", addr)
+		err = m.StartAddr(net.JoinHostPort(host, "0"))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("EMBEDDED_REDIS_ADDR: starting the embedded Redis: %w", err)
+	}
+	inspect := "redis-cli -p " + m.Port()
+	if h := m.Host(); h != "127.0.0.1" && h != "::1" && h != "" {
+		inspect = "redis-cli -h " + h + " -p " + m.Port()
+	}
+	log.Info("no REDIS_URL: started the embedded Redis-compatible server (miniredis)",
+		"addr", m.Addr(), "inspect", inspect)
+	log.Warn("the embedded Redis is for development only: its state is lost on exit and it runs on one process; set REDIS_URL in production")
+
+	e := &embeddedRedis{Miniredis: m, stop: make(chan struct{}), done: make(chan struct{})}
+	go e.tickTTLs(time.Second)
+	return e, nil
+}
+
+// embeddedRedis is miniredis with its key TTLs running: miniredis counts
+// them down only when told to, and idle users must be forgotten.
+type embeddedRedis struct {
+	*miniredis.Miniredis
+	stop, done chan struct{}
+}
+
+func (e *embeddedRedis) tickTTLs(every time.Duration) {
+	defer close(e.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case now := <-t.C:
+			e.FastForward(now.Sub(last))
+			last = now
+		}
+	}
+}
+
+// Close stops the TTL clock and the server.
+func (e *embeddedRedis) Close() {
+	close(e.stop)
+	<-e.done
+	e.Miniredis.Close()
+}

@@ -1,0 +1,155 @@
+package httpapi
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/limiterd/limiterd/limiter"
+)
+
+// leaseBody answers an acquire or a heartbeat.
+type leaseBody struct {
+	StreamKey         string    `json:"stream_key"`
+	UserID            string    `json:"user_id"`
+	StreamID          string    `json:"stream_id"`
+	ActiveStreams     int       `json:"active_streams"`
+	Limit             int       `json:"limit"`
+	LeaseExpiresAt    time.Time `json:"lease_expires_at"`
+	LeaseTTLSeconds   int       `json:"lease_ttl_seconds"`
+	RenewAfterSeconds int       `json:"renew_after_seconds"`
+}
+
+func newLeaseBody(l limiter.Lease, limit int) leaseBody {
+	ttl := int(l.TTL.Round(time.Second) / time.Second)
+	return leaseBody{
+		StreamKey:         l.StreamKey,
+		UserID:            l.UserID,
+		StreamID:          l.StreamID,
+		ActiveStreams:     l.Active,
+		Limit:             limit,
+		LeaseExpiresAt:    l.ExpiresAt,
+		LeaseTTLSeconds:   ttl,
+		RenewAfterSeconds: max(ttl/3, 1), // three heartbeats a lease: one lost is no harm
+	}
+}
+
+// streamBody is a live stream as listed; stream keys are never listed.
+type streamBody struct {
+	StreamID       string    `json:"stream_id"`
+	LeaseExpiresAt time.Time `json:"lease_expires_at"`
+}
+
+func newStreamBodies(streams []limiter.Stream) []streamBody {
+	out := make([]streamBody, len(streams)) // [] rather than null when empty
+	for i, s := range streams {
+		out[i] = streamBody{StreamID: s.ID, LeaseExpiresAt: s.ExpiresAt}
+	}
+	return out
+}
+
+type releaseBody struct {
+	StreamID      string `json:"stream_id,omitempty"`
+	Released      bool   `json:"released"`
+	ActiveStreams int    `json:"active_streams"`
+	Limit         int    `json:"limit"`
+}
+
+func healthz() echo.HandlerFunc {
+	return func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	}
+}
+
+func readyz(ready Pinger) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if err := ready.Ping(c.Request().Context()); err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	}
+}
+
+func acquire(s Streams) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		lease, err := s.Acquire(c.Request().Context(), pathParam(c, "user_id"), pathParam(c, "stream_id"))
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, newLeaseBody(lease, s.Limit()))
+	}
+}
+
+func heartbeat(s Streams) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		var body struct {
+			StreamKey *string `json:"stream_key"`
+		}
+		if err := decodeBody(c, &body); err != nil {
+			return err
+		}
+		if body.StreamKey == nil {
+			return badBody("stream_key is required: the key the acquire returned")
+		}
+		lease, err := s.Renew(c.Request().Context(), pathParam(c, "user_id"), pathParam(c, "stream_id"), *body.StreamKey)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, newLeaseBody(lease, s.Limit()))
+	}
+}
+
+// release ends one stream; a stream_key, in the body or the query, makes it
+// conditional on the key.
+func release(s Streams) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		args, err := readReleaseArgs(c)
+		if err != nil {
+			return err
+		}
+		r, err := s.Release(c.Request().Context(), pathParam(c, "user_id"), pathParam(c, "stream_id"), args.StreamKey)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, releaseBody{StreamID: r.StreamID, Released: r.Released, ActiveStreams: r.Active, Limit: s.Limit()})
+	}
+}
+
+// legacyRelease releases the stream named by stream_id (body or query), or,
+// with none named, the user's lease that expires soonest: the old service's
+// "decrement by one".
+func legacyRelease(s Streams) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		args, err := readReleaseArgs(c)
+		if err != nil {
+			return err
+		}
+		ctx, user := c.Request().Context(), pathParam(c, "user_id")
+		var r limiter.Release
+		if args.StreamID == nil {
+			r, err = s.ReleaseSoonest(ctx, user)
+		} else {
+			r, err = s.Release(ctx, user, *args.StreamID, args.StreamKey)
+		}
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, releaseBody{StreamID: r.StreamID, Released: r.Released, ActiveStreams: r.Active, Limit: s.Limit()})
+	}
+}
+
+func activeStreams(s Streams) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		user := pathParam(c, "user_id")
+		streams, err := s.Active(c.Request().Context(), user)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, map[string]any{
+			"user_id":        user,
+			"limit":          s.Limit(),
+			"active_streams": newStreamBodies(streams),
+		})
+	}
+}

@@ -1,0 +1,58 @@
+// Package httpapi serves the limiter over HTTP with Echo v4. It holds no
+// state: any number of replicas can run behind a load balancer. Every error
+// becomes a JSON body {"error": code, "msg": sentence, ...} in one place,
+// errors.go.
+package httpapi
+
+import (
+	"context"
+	"io"
+	"log/slog"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/limiterd/limiterd/limiter"
+)
+
+// MaxBodyBytes is the largest request body accepted; a larger one is 413.
+const MaxBodyBytes = 1 << 20
+
+// Streams is what the HTTP API needs of the limiter.
+type Streams interface {
+	Acquire(ctx context.Context, userID, streamID string) (limiter.Lease, error)
+	Renew(ctx context.Context, userID, streamID, streamKey string) (limiter.Lease, error)
+	Release(ctx context.Context, userID, streamID, streamKey string) (limiter.Release, error)
+	ReleaseSoonest(ctx context.Context, userID string) (limiter.Release, error)
+	Active(ctx context.Context, userID string) ([]limiter.Stream, error)
+	Limit() int
+}
+
+// Pinger reports whether the service's backing store answers.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Deps are what the server is built from.
+type Deps struct {
+	Streams Streams
+	Ready   Pinger       // backs /readyz
+	Logger  *slog.Logger // for internal errors; nil discards them
+}
+
+// NewServer returns the service's HTTP handler with every route registered.
+func NewServer(d Deps) *echo.Echo {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler(d.Logger)
+	e.Use(
+		middleware.RequestID(), // honours an incoming X-Request-ID, else makes one
+		middleware.Recover(),
+		middleware.BodyLimit("1M"), // MaxBodyBytes
+	)
+	routes(e, d)
+	return e
+}
