@@ -472,3 +472,21 @@ func wantBody(t *testing.T, r response, status int, want string) {
 		t.Errorf("got %d %s, want %d %s", r.status, r.raw, status, want)
 	}
 }
+
+func TestBodyOverTheLimitWithoutContentLength(t *testing.T) {
+	a := newAPI(t)
+	a.acquire("alice", "tv")
+	// A reader of unknown length makes the client send the body chunked.
+	body := io.MultiReader(strings.NewReader(`{"stream_key":"`), strings.NewReader(strings.Repeat("x", httpapi.MaxBodyBytes)), strings.NewReader(`"}`))
+	req, _ := http.NewRequest("POST", a.url+"/api/streams/alice/tv/heartbeat", body)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(raw), `"body_too_large"`) {
+		t.Errorf("chunked body over 1 MiB: %d %s", resp.StatusCode, raw)
+	}
+}

@@ -133,3 +133,30 @@ func TestRedisRestartedEmpty(t *testing.T) {
 		t.Errorf("after the restart, active = %s, %v; want s2", ids(streams), err)
 	}
 }
+
+func TestRedisBusyWithAnotherScript(t *testing.T) {
+	srv := redistest.Start(t, "--busy-reply-threshold", "20")
+	l, _ := limiterOn(t, srv.Addr)
+	blocker := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer blocker.Close()
+
+	running := make(chan error, 1)
+	go func() { running <- blocker.Eval(ctx, "while true do end", nil).Err() }()
+	// Redis answers BUSY once the script has run past the threshold.
+	other := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer other.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for other.Ping(ctx).Err() == nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	assertUnavailable(t, l)
+
+	if err := other.ScriptKill(ctx).Err(); err != nil {
+		t.Fatalf("SCRIPT KILL: %v", err)
+	}
+	<-running
+	if _, err := l.Acquire(ctx, "alice", "s1"); err != nil {
+		t.Errorf("after the busy script was killed: %v", err)
+	}
+}

@@ -100,7 +100,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(drainCtx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+		log.Warn("requests still in flight after SHUTDOWN_TIMEOUT: closing their connections", "err", err)
+		srv.Close()
 	}
 	log.Info("stopped")
 	return nil
