@@ -198,7 +198,7 @@ func TestHeartbeat(t *testing.T) {
 		code               string
 	}{
 		{"wrong key", "tv", `{"stream_key":"not-the-key"}`, nil, 409, "stream_key_mismatch"},
-		{"empty key on a live stream", "tv", `{"stream_key":""}`, nil, 409, "stream_key_mismatch"},
+		{"empty key", "tv", `{"stream_key":""}`, nil, 400, "invalid_stream_key"},
 		{"never acquired", "radio", `{"stream_key":"` + key + `"}`, nil, 410, "lease_expired"},
 		{"never acquired, wrong key", "radio", `{"stream_key":"x"}`, nil, 410, "lease_expired"},
 		{"no body", "tv", ``, nil, 400, "invalid_body"},
@@ -239,7 +239,10 @@ func TestRelease(t *testing.T) {
 				t.Fatal("a release with a wrong key freed the stream")
 			}
 			wantError(t, a.do(method, "/api/streams/alice/tv?stream_key="+phone, ""), http.StatusConflict, "stream_key_mismatch")
-			wantError(t, a.do(method, "/api/streams/alice/tv", `{"stream_key":""}`), http.StatusBadRequest, "invalid_body")
+			wantError(t, a.do(method, "/api/streams/alice/tv", `{"stream_key":""}`), http.StatusBadRequest, "invalid_stream_key")
+			wantError(t, a.do(method, "/api/streams/alice/tv?stream_key=", ""), http.StatusBadRequest, "invalid_stream_key")
+			wantError(t, a.do(method, "/api/streams/alice/tv?stream_id=phone", ""), http.StatusBadRequest, "invalid_stream_id")
+			wantError(t, a.do(method, "/api/streams/alice/tv", `{"stream_id":"phone"}`), http.StatusBadRequest, "invalid_stream_id")
 
 			r = a.do(method, "/api/streams/alice/tv", `{"stream_key":"`+tv+`"}`)
 			wantBody(t, r, http.StatusOK, `{"stream_id":"tv","released":true,"active_streams":1,"limit":3}`)
@@ -383,6 +386,31 @@ func TestHealth(t *testing.T) {
 		t.Error("503 without Retry-After")
 	}
 	wantBody(t, a.do("GET", "/healthz", ""), 200, `{"status":"ok"}`)
+}
+
+func TestNothingIsCached(t *testing.T) {
+	a := newAPI(t)
+	for _, path := range []string{"/api/streams/alice/tv", "/api/users/alice/streams", "/nope"} {
+		if got := a.do("GET", path, "").header.Get("Cache-Control"); got != "no-store" {
+			t.Errorf("GET %s: Cache-Control = %q, want no-store", path, got)
+		}
+	}
+}
+
+func TestBodyErrorsSpeakJSONNotGo(t *testing.T) {
+	a := newAPI(t)
+	tests := []struct{ body, msg string }{
+		{`["x"]`, "the body must be a JSON object"},
+		{`{"stream_key":42}`, "stream_key must not be a JSON number"},
+		{`{"stream_key":`, "the body is not valid JSON (at byte 14)"},
+		{`{"stream_key":"k"} x`, "the body is not valid JSON (at byte 20)"},
+	}
+	for _, tt := range tests {
+		r := a.do("POST", "/api/streams/alice/tv/heartbeat", tt.body)
+		wantBody(t, r, 400, `{"error":"invalid_body","msg":"`+tt.msg+`"}`)
+	}
+	r := a.do("PATCH", "/api/users/alice", `{"stream_id":[1]}`)
+	wantBody(t, r, 400, `{"error":"invalid_body","msg":"stream_id must be a string or a whole number"}`)
 }
 
 func TestRequestID(t *testing.T) {

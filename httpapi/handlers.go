@@ -89,8 +89,11 @@ func heartbeat(s Streams) echo.HandlerFunc {
 		if err := decodeBody(c, &body); err != nil {
 			return err
 		}
-		if body.StreamKey == nil {
+		switch {
+		case body.StreamKey == nil:
 			return badBody("stream_key is required: the key the acquire returned")
+		case *body.StreamKey == "":
+			return errEmptyStreamKey
 		}
 		lease, err := s.Renew(c.Request().Context(), pathParam(c, "user_id"), pathParam(c, "stream_id"), *body.StreamKey)
 		if err != nil {
@@ -108,7 +111,11 @@ func release(s Streams) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		r, err := s.Release(c.Request().Context(), pathParam(c, "user_id"), pathParam(c, "stream_id"), args.StreamKey)
+		stream := pathParam(c, "stream_id")
+		if args.StreamID != nil && *args.StreamID != stream {
+			return &requestError{http.StatusBadRequest, "invalid_stream_id", "stream_id in the body or query differs from the one in the path"}
+		}
+		r, err := s.Release(c.Request().Context(), pathParam(c, "user_id"), stream, args.StreamKey)
 		if err != nil {
 			return err
 		}

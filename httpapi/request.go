@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -26,6 +27,8 @@ func (e *requestError) Error() string { return e.code + ": " + e.msg }
 
 func badBody(msg string) error  { return &requestError{http.StatusBadRequest, "invalid_body", msg} }
 func badQuery(msg string) error { return &requestError{http.StatusBadRequest, "invalid_query", msg} }
+
+var errEmptyStreamKey = &requestError{http.StatusBadRequest, "invalid_stream_key", "stream_key, when given, must not be empty"}
 
 // pathParam returns a path parameter percent-decoded. Echo routes on the raw
 // path whenever the request escaped something, and leaves params escaped
@@ -68,9 +71,27 @@ func decodeBody(c echo.Context, dst any) error {
 		return badBody("the body is not valid UTF-8")
 	}
 	if err := json.Unmarshal(data, dst); err != nil {
-		return badBody("the body must be a JSON object with the documented fields: " + err.Error())
+		return badBody(describeJSONError(err))
 	}
 	return nil
+}
+
+// describeJSONError says what is wrong with a body in the API's terms, not
+// in Go's.
+func describeJSONError(err error) string {
+	var (
+		typeErr   *json.UnmarshalTypeError
+		syntaxErr *json.SyntaxError
+	)
+	switch {
+	case errors.Is(err, errStreamIDType):
+		return err.Error()
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		return fmt.Sprintf("%s must not be a JSON %s", typeErr.Field, typeErr.Value)
+	case errors.As(err, &syntaxErr):
+		return fmt.Sprintf("the body is not valid JSON (at byte %d)", syntaxErr.Offset)
+	}
+	return "the body must be a JSON object"
 }
 
 // releaseArgs are the optional arguments of a release: in a JSON body or in
@@ -103,7 +124,7 @@ func readReleaseArgs(c echo.Context) (releaseArgs, error) {
 	args := releaseArgs{StreamID: streamID}
 	if streamKey != nil {
 		if *streamKey == "" {
-			return releaseArgs{}, badBody("stream_key, when given, must not be empty")
+			return releaseArgs{}, errEmptyStreamKey
 		}
 		args.StreamKey = *streamKey
 	}
@@ -125,6 +146,8 @@ func oneValue(name string, fromBody *string, query url.Values) (*string, error) 
 	return fromBody, nil
 }
 
+var errStreamIDType = errors.New("stream_id must be a string or a whole number")
+
 // jsonID is an ID in a JSON body: a string, or a whole number as the players
 // of the service limiterd replaced send them.
 type jsonID string
@@ -135,7 +158,7 @@ func (id *jsonID) UnmarshalJSON(data []byte) error {
 	}
 	for _, c := range data {
 		if c < '0' || c > '9' {
-			return errors.New("stream_id must be a string or a whole number")
+			return errStreamIDType
 		}
 	}
 	*id = jsonID(data)

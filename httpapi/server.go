@@ -52,7 +52,17 @@ func NewServer(d Deps) *echo.Echo {
 		middleware.RequestID(), // honours an incoming X-Request-ID, else makes one
 		middleware.Recover(),
 		middleware.BodyLimit("1M"), // MaxBodyBytes
+		noStore,
 	)
 	routes(e, d)
 	return e
+}
+
+// noStore keeps every answer out of caches: acquires carry secret stream
+// keys, and every other answer is about a moment that has passed.
+func noStore(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
+		return next(c)
+	}
 }

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +42,9 @@ var settings = []setting{
 		c.RedisURL = v
 		if v == "" {
 			return nil
+		}
+		if _, err := url.Parse(v); err != nil {
+			return errors.New("not a valid URL") // url's own error would quote the password
 		}
 		_, err := redis.ParseURL(v)
 		return err
@@ -90,7 +95,7 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 		if v := getenv(s.env); v != "" {
 			def = v
 		}
-		values[i] = fs.String(flagName(s.env), def, fmt.Sprintf("%s (env %s, default %q)", s.usage, s.env, s.def))
+		values[i] = fs.String(flagName(s.env), def, fmt.Sprintf("%s (env %s)", s.usage, s.env))
 	}
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -101,7 +106,7 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 	var cfg config
 	for i, s := range settings {
 		if err := s.parse(&cfg, *values[i]); err != nil {
-			return config{}, fmt.Errorf("invalid %s (-%s) %q: %w", s.env, flagName(s.env), *values[i], err)
+			return config{}, fmt.Errorf("invalid %s (-%s) %q: %w", s.env, flagName(s.env), redact(*values[i]), err)
 		}
 	}
 	return cfg, nil
@@ -128,4 +133,17 @@ func checkHostPort(v string) error {
 		return fmt.Errorf("want a port from 0 to 65535")
 	}
 	return nil
+}
+
+// redact hides the password of a URL, so that a mistyped REDIS_URL can be
+// reported without leaking it.
+func redact(v string) string {
+	u, err := url.Parse(v)
+	if err != nil {
+		if strings.Contains(v, "@") {
+			return "(not shown: it may hold a password)"
+		}
+		return v
+	}
+	return u.Redacted()
 }

@@ -26,6 +26,10 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// go-redis logs (dial failures, mostly) through a global; make them
+	// structured like the rest. Set here, once, not in run, which tests start
+	// many times at once.
+	redis.SetLogger(redisLogger{slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "limiterd:", err)
 		os.Exit(1)
@@ -176,4 +180,11 @@ func (e *embeddedRedis) Close() {
 	close(e.stop)
 	<-e.done
 	e.Miniredis.Close()
+}
+
+// redisLogger passes go-redis's own log lines to slog.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, args ...any) {
+	l.log.WarnContext(ctx, "redis client: "+fmt.Sprintf(format, args...))
 }
