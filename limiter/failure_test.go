@@ -2,7 +2,6 @@ package limiter_test
 
 import (
 	"errors"
-	"net"
 	"testing"
 	"time"
 
@@ -25,38 +24,6 @@ func limiterOn(t *testing.T, addr string) (*limiter.Limiter, *redis.Client) {
 		t.Fatal(err)
 	}
 	return l, rdb
-}
-
-// silentServer accepts connections and never answers, like a Redis that hangs.
-func silentServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { conn.Close() })
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// closedPort returns a loopback address nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 // assertUnavailable calls every operation and wants ErrUnavailable from each,
@@ -86,12 +53,12 @@ func assertUnavailable(t *testing.T, l *limiter.Limiter) {
 }
 
 func TestRedisThatNeverAnswers(t *testing.T) {
-	l, _ := limiterOn(t, silentServer(t))
+	l, _ := limiterOn(t, redistest.Silent(t))
 	assertUnavailable(t, l)
 }
 
 func TestRedisNotListening(t *testing.T) {
-	l, _ := limiterOn(t, closedPort(t))
+	l, _ := limiterOn(t, redistest.ClosedAddr(t))
 	assertUnavailable(t, l)
 }
 

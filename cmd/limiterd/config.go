@@ -31,13 +31,14 @@ type config struct {
 type setting struct {
 	env, def, usage string
 	parse           func(cfg *config, value string) error
+	secret          bool // may hold a password: never echoed as given
 }
 
 var settings = []setting{
 	{"LISTEN_ADDR", ":8080", "HTTP listen address", func(c *config, v string) error {
 		c.ListenAddr = v
 		return checkHostPort(v)
-	}},
+	}, false},
 	{"REDIS_URL", "", "Redis to keep state in, redis://[user:password@]host:port/db (rediss:// for TLS); empty starts an embedded development server", func(c *config, v string) error {
 		c.RedisURL = v
 		if v == "" {
@@ -48,7 +49,7 @@ var settings = []setting{
 		}
 		_, err := redis.ParseURL(v)
 		return err
-	}},
+	}, true},
 	{"STREAM_LIMIT", "3", "most concurrent streams per user (1 to 1000)", func(c *config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
@@ -56,27 +57,29 @@ var settings = []setting{
 		}
 		c.StreamLimit = n
 		return nil
-	}},
+	}, false},
 	{"LEASE_TTL", "90s", "how long a lease lasts without a heartbeat (3s to 24h)", func(c *config, v string) error {
 		return parseDuration(&c.LeaseTTL, v, 3*time.Second, 24*time.Hour)
-	}},
-	{"REDIS_TIMEOUT", "500ms", "longest wait for Redis on one request, after which it is answered 503 (10ms to 1m)", func(c *config, v string) error {
-		return parseDuration(&c.RedisTimeout, v, 10*time.Millisecond, time.Minute)
-	}},
+	}, false},
+	{"REDIS_TIMEOUT", "500ms", "longest wait for Redis on one request, after which it is answered 503 (10ms to 10s)", func(c *config, v string) error {
+		// At most 10s, so the 503 is written well inside the HTTP server's
+		// WriteTimeout (main.go) instead of the connection being cut.
+		return parseDuration(&c.RedisTimeout, v, 10*time.Millisecond, 10*time.Second)
+	}, false},
 	{"EMBEDDED_REDIS_ADDR", "127.0.0.1:6379", "address of the embedded server when REDIS_URL is empty; a free port is used if it is taken", func(c *config, v string) error {
 		c.EmbeddedRedisAddr = v
 		return checkHostPort(v)
-	}},
+	}, false},
 	{"SHUTDOWN_TIMEOUT", "15s", "longest wait for requests in flight on SIGTERM (0s to 10m)", func(c *config, v string) error {
 		return parseDuration(&c.ShutdownTimeout, v, 0, 10*time.Minute)
-	}},
+	}, false},
 	{"KEY_PREFIX", "limiter", "first part of every Redis key, as in limiter:{USER_ID}:streams", func(c *config, v string) error {
 		c.KeyPrefix = v
 		if v == "" || strings.ContainsAny(v, "{} \t\r\n") {
 			return fmt.Errorf("want a non-empty prefix without braces or spaces")
 		}
 		return nil
-	}},
+	}, false},
 }
 
 // flagName turns LEASE_TTL into lease-ttl.
@@ -106,7 +109,11 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 	var cfg config
 	for i, s := range settings {
 		if err := s.parse(&cfg, *values[i]); err != nil {
-			return config{}, fmt.Errorf("invalid %s (-%s) %q: %w", s.env, flagName(s.env), redact(*values[i]), err)
+			shown := *values[i]
+			if s.secret {
+				shown = redact(shown)
+			}
+			return config{}, fmt.Errorf("invalid %s (-%s) %q: %w", s.env, flagName(s.env), shown, err)
 		}
 	}
 	return cfg, nil

@@ -80,7 +80,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Handler:           httpapi.NewServer(httpapi.Deps{Streams: lim, Ready: lim, Logger: log}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      15 * time.Second,
+		WriteTimeout:      15 * time.Second, // above REDIS_TIMEOUT's 10s ceiling
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -140,7 +140,7 @@ func startEmbeddedRedis(addr string, log *slog.Logger) (*embeddedRedis, error) {
 		return nil, fmt.Errorf("EMBEDDED_REDIS_ADDR: starting the embedded Redis: %w", err)
 	}
 	inspect := "redis-cli -p " + m.Port()
-	if h := m.Host(); h != "127.0.0.1" && h != "::1" && h != "" {
+	if h := m.Host(); h != "127.0.0.1" { // redis-cli's default host
 		inspect = "redis-cli -h " + h + " -p " + m.Port()
 	}
 	log.Info("no REDIS_URL: started the embedded Redis-compatible server (miniredis)",
