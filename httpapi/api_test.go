@@ -388,6 +388,13 @@ func TestHealth(t *testing.T) {
 	wantBody(t, a.do("GET", "/healthz", ""), 200, `{"status":"ok"}`)
 }
 
+func TestAScriptThatFailsIsInternal(t *testing.T) {
+	a := newAPI(t)
+	a.rdb.Set(ctx, "limiter:{alice}:streams", "a string where a sorted set belongs", 0)
+	r := a.do("GET", "/api/streams/alice/tv", "")
+	wantBody(t, r, 500, `{"error":"internal","msg":"Internal error: it has been logged"}`)
+}
+
 func TestNothingIsCached(t *testing.T) {
 	a := newAPI(t)
 	for _, path := range []string{"/api/streams/alice/tv", "/api/users/alice/streams", "/nope"} {
