@@ -35,6 +35,7 @@ type LimitError struct {
 	Active []Stream // the user's live streams, soonest expiry first
 }
 
+// Error says how many streams are live out of how many are allowed.
 func (e *LimitError) Error() string {
 	return fmt.Sprintf("limiter: stream limit reached (%d of %d)", len(e.Active), e.Limit)
 }

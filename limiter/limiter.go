@@ -104,9 +104,6 @@ func New(rdb Redis, cfg Config) (*Limiter, error) {
 // Limit returns the most live streams one user may hold.
 func (l *Limiter) Limit() int { return l.cfg.Limit }
 
-// LeaseTTL returns how long a lease lasts after an acquire or a heartbeat.
-func (l *Limiter) LeaseTTL() time.Duration { return l.cfg.LeaseTTL }
-
 // Acquire gives the user a lease on the stream. If the stream is already live
 // it is the same lease, with the same key, extended (never shortened): a
 // retried request takes no second slot. If the user already holds Limit other
