@@ -26,6 +26,10 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal, while draining, ends the process at once
+	}()
 	// go-redis logs (dial failures, mostly) through a global; make them
 	// structured like the rest. Set here, once, not in run, which tests start
 	// many times at once.
