@@ -549,101 +549,17 @@ func TestRunInvalidSettings(t *testing.T) {
 	}
 }
 
-// spyProxy forwards TCP connections to a server and tells when the client
-// sends some bytes.
-type spyProxy struct {
-	addr string
-
-	mu   sync.Mutex
-	want []byte        // lower case; nil when no one waits
-	seen chan struct{} // closed when want has been sent
-}
-
-func startSpyProxy(t *testing.T, target string) *spyProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &spyProxy{addr: ln.Addr().String()}
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	track := func(c net.Conn) {
-		mu.Lock()
-		defer mu.Unlock()
-		conns = append(conns, c)
-	}
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.DialTimeout("tcp", target, 5*time.Second)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			track(in)
-			track(out)
-			go func() { io.Copy(in, out); in.Close() }()
-			go func() { p.forward(out, in); out.Close() }()
-		}
-	}()
-	return p
-}
-
-func (p *spyProxy) forward(dst io.Writer, src io.Reader) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			if p.want != nil && bytes.Contains(bytes.ToLower(buf[:n]), p.want) {
-				close(p.seen)
-				p.want = nil
-			}
-			p.mu.Unlock()
-			if _, err := dst.Write(buf[:n]); err != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// expect returns a channel closed when the client next sends s (any case).
-func (p *spyProxy) expect(s string) <-chan struct{} {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.want = bytes.ToLower([]byte(s))
-	p.seen = make(chan struct{})
-	return p.seen
-}
-
 func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 	srv := redistest.Start(t)
-	proxy := startSpyProxy(t, srv.Addr)
+	proxy := redistest.StartProxy(t, srv.Addr)
 	inst := startRun(t, map[string]string{
-		"REDIS_URL":     "redis://" + proxy.addr,
+		"REDIS_URL":     "redis://" + proxy.Addr,
 		"REDIS_TIMEOUT": "1s",
 	})
 	// Load the script into Redis, so the request in flight is one EVALSHA.
 	do(t, "GET", inst.URL+"/api/streams/carol/warm", "").wantLease(t, "carol", "warm", 1)
 
-	sent := proxy.expect("evalsha")
+	sent := proxy.Expect("evalsha")
 	srv.Pause(t)
 	resumed := false
 	defer func() {

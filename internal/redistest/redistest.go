@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -198,6 +199,88 @@ func (b *lockedBuffer) String() string {
 // answers, like a Redis that hangs; it closes at the end of the test.
 func Silent(t testing.TB) string {
 	t.Helper()
+	ln, track := listen(t)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			track(c)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// Proxy forwards TCP connections to a server and tells when a client sends
+// some bytes, so that a test can act while a command is on its way.
+type Proxy struct {
+	Addr string // where clients connect
+
+	mu   sync.Mutex
+	want []byte        // lower case; nil when no one waits
+	seen chan struct{} // closed when want has been sent
+}
+
+// StartProxy starts a Proxy to target, closed at the end of the test.
+func StartProxy(t testing.TB, target string) *Proxy {
+	t.Helper()
+	ln, track := listen(t)
+	p := &Proxy{Addr: ln.Addr().String()}
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.DialTimeout("tcp", target, 5*time.Second)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			track(in)
+			track(out)
+			go func() { io.Copy(in, out); in.Close() }()
+			go func() { p.forward(out, in); out.Close() }()
+		}
+	}()
+	return p
+}
+
+// Expect returns a channel closed when a client next sends s (any case).
+func (p *Proxy) Expect(s string) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.want = bytes.ToLower([]byte(s))
+	p.seen = make(chan struct{})
+	return p.seen
+}
+
+func (p *Proxy) forward(dst io.Writer, src io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			if p.want != nil && bytes.Contains(bytes.ToLower(buf[:n]), p.want) {
+				close(p.seen)
+				p.want = nil
+			}
+			p.mu.Unlock()
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// listen opens a loopback listener and returns it with a function that
+// registers connections; at the end of the test all of them are closed.
+func listen(t testing.TB) (net.Listener, func(net.Conn)) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -214,18 +297,11 @@ func Silent(t testing.TB) string {
 			c.Close()
 		}
 	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	return ln.Addr().String()
+	return ln, func(c net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		conns = append(conns, c)
+	}
 }
 
 // ClosedAddr returns a loopback address that nothing listens on.
