@@ -56,6 +56,10 @@ type releaseBody struct {
 	Limit         int    `json:"limit"`
 }
 
+func newReleaseBody(r limiter.Release, limit int) releaseBody {
+	return releaseBody{StreamID: r.StreamID, Released: r.Released, ActiveStreams: r.Active, Limit: limit}
+}
+
 func healthz() echo.HandlerFunc {
 	return func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
@@ -119,7 +123,7 @@ func release(s Streams) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusOK, releaseBody{StreamID: r.StreamID, Released: r.Released, ActiveStreams: r.Active, Limit: s.Limit()})
+		return c.JSON(http.StatusOK, newReleaseBody(r, s.Limit()))
 	}
 }
 
@@ -142,7 +146,7 @@ func legacyRelease(s Streams) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusOK, releaseBody{StreamID: r.StreamID, Released: r.Released, ActiveStreams: r.Active, Limit: s.Limit()})
+		return c.JSON(http.StatusOK, newReleaseBody(r, s.Limit()))
 	}
 }
 

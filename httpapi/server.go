@@ -8,6 +8,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strconv"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -51,7 +52,7 @@ func NewServer(d Deps) *echo.Echo {
 	e.Use(
 		middleware.RequestID(), // honours an incoming X-Request-ID, else makes one
 		middleware.Recover(),
-		middleware.BodyLimit("1M"), // MaxBodyBytes
+		middleware.BodyLimit(strconv.Itoa(MaxBodyBytes)),
 		noStore,
 	)
 	routes(e, d)

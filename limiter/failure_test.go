@@ -15,7 +15,7 @@ const testTimeout = 200 * time.Millisecond
 
 // limiterOn returns a Limiter whose client honours context deadlines, as the
 // service's does, with testTimeout per call.
-func limiterOn(t *testing.T, addr string) (*limiter.Limiter, *redis.Client) {
+func limiterOn(t *testing.T, addr string) *limiter.Limiter {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { rdb.Close() })
@@ -23,7 +23,7 @@ func limiterOn(t *testing.T, addr string) (*limiter.Limiter, *redis.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return l, rdb
+	return l
 }
 
 // assertUnavailable calls every operation and wants ErrUnavailable from each,
@@ -53,18 +53,18 @@ func assertUnavailable(t *testing.T, l *limiter.Limiter) {
 }
 
 func TestRedisThatNeverAnswers(t *testing.T) {
-	l, _ := limiterOn(t, redistest.Silent(t))
+	l := limiterOn(t, redistest.Silent(t))
 	assertUnavailable(t, l)
 }
 
 func TestRedisNotListening(t *testing.T) {
-	l, _ := limiterOn(t, redistest.ClosedAddr(t))
+	l := limiterOn(t, redistest.ClosedAddr(t))
 	assertUnavailable(t, l)
 }
 
 func TestRedisPausedThenResumed(t *testing.T) {
 	srv := redistest.Start(t)
-	l, _ := limiterOn(t, srv.Addr)
+	l := limiterOn(t, srv.Addr)
 	if _, err := l.Acquire(ctx, "alice", "s1"); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestRedisPausedThenResumed(t *testing.T) {
 
 func TestRedisRestartedEmpty(t *testing.T) {
 	srv := redistest.Start(t)
-	l, _ := limiterOn(t, srv.Addr)
+	l := limiterOn(t, srv.Addr)
 	if _, err := l.Acquire(ctx, "alice", "s1"); err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestRedisRestartedEmpty(t *testing.T) {
 
 func TestRedisBusyWithAnotherScript(t *testing.T) {
 	srv := redistest.Start(t, "--busy-reply-threshold", "20")
-	l, _ := limiterOn(t, srv.Addr)
+	l := limiterOn(t, srv.Addr)
 	blocker := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer blocker.Close()
 
