@@ -30,7 +30,7 @@ type Server struct {
 
 	cmd    *exec.Cmd
 	args   []string
-	output *lockedBuffer
+	output *SyncBuffer
 	exited chan struct{} // closed when the process has exited; nil when not running
 }
 
@@ -113,7 +113,7 @@ func (s *Server) signal(t testing.TB, sig syscall.Signal) {
 }
 
 func (s *Server) start(bin string) error {
-	s.output = &lockedBuffer{}
+	s.output = &SyncBuffer{}
 	s.cmd = exec.Command(bin, s.args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.output, s.output
 	if err := s.cmd.Start(); err != nil {
@@ -178,18 +178,20 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-type lockedBuffer struct {
+// SyncBuffer is a bytes.Buffer that a process's output and a test can
+// share: safe for concurrent Write and String.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
