@@ -66,23 +66,16 @@ func routingError(status int) errorBody {
 	return errorBody{Code: strings.ReplaceAll(strings.ToLower(text), " ", "_"), Msg: text}
 }
 
-// errorHandler writes every error as JSON. Only failures of the service are
-// logged, with their cause and the request ID; the client never sees causes.
+// errorHandler writes every error as JSON. The client never sees internal
+// causes; the request log line (observe) carries them.
 func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 	return func(err error, c echo.Context) {
 		if c.Response().Committed {
 			return
 		}
 		status, body := problem(err)
-		if status >= 500 {
-			level := slog.LevelError
-			if status == http.StatusServiceUnavailable {
-				level = slog.LevelWarn
-				c.Response().Header().Set("Retry-After", "1")
-			}
-			log.Log(c.Request().Context(), level, "request failed",
-				"request_id", c.Response().Header().Get(echo.HeaderXRequestID),
-				"method", c.Request().Method, "route", c.Path(), "status", status, "err", err)
+		if status == http.StatusServiceUnavailable {
+			c.Response().Header().Set("Retry-After", "1")
 		}
 		if err := c.JSON(status, body); err != nil {
 			log.Debug("writing an error response", "err", err)

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -14,11 +15,12 @@ type leaseBody struct {
 	StreamKey         string    `json:"stream_key"`
 	UserID            string    `json:"user_id"`
 	StreamID          string    `json:"stream_id"`
-	ActiveStreams     int       `json:"active_streams"`
+	ActiveStreams     int       `json:"active_streams,omitempty"` // unknown, so absent, when degraded
 	Limit             int       `json:"limit"`
 	LeaseExpiresAt    time.Time `json:"lease_expires_at"`
 	LeaseTTLSeconds   int       `json:"lease_ttl_seconds"`
 	RenewAfterSeconds int       `json:"renew_after_seconds"`
+	Degraded          bool      `json:"degraded,omitempty"` // granted without Redis (REDIS_FAILURE_MODE=open)
 }
 
 func newLeaseBody(l limiter.Lease, limit int) leaseBody {
@@ -32,7 +34,19 @@ func newLeaseBody(l limiter.Lease, limit int) leaseBody {
 		LeaseExpiresAt:    l.ExpiresAt,
 		LeaseTTLSeconds:   ttl,
 		RenewAfterSeconds: max(ttl/3, 1), // three heartbeats a lease: one lost is no harm
+		Degraded:          l.DegradedBy != nil,
 	}
+}
+
+// answerLease writes a lease, and logs one granted without Redis: each such
+// answer is a hole in the limit that operators must be able to count.
+func answerLease(c echo.Context, log *slog.Logger, s Streams, lease limiter.Lease) error {
+	if lease.DegradedBy != nil {
+		log.Warn("degraded answer: Redis unavailable, lease granted without the limit (REDIS_FAILURE_MODE=open)",
+			"request_id", c.Response().Header().Get(echo.HeaderXRequestID),
+			"route", c.Path(), "err", lease.DegradedBy)
+	}
+	return c.JSON(http.StatusOK, newLeaseBody(lease, s.Limit()))
 }
 
 // streamBody is a live stream as listed; stream keys are never listed.
@@ -75,17 +89,17 @@ func readyz(ready Pinger) echo.HandlerFunc {
 	}
 }
 
-func acquire(s Streams) echo.HandlerFunc {
+func acquire(s Streams, log *slog.Logger) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		lease, err := s.Acquire(c.Request().Context(), pathParam(c, "user_id"), pathParam(c, "stream_id"))
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusOK, newLeaseBody(lease, s.Limit()))
+		return answerLease(c, log, s, lease)
 	}
 }
 
-func heartbeat(s Streams) echo.HandlerFunc {
+func heartbeat(s Streams, log *slog.Logger) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		var body struct {
 			StreamKey *string `json:"stream_key"`
@@ -103,7 +117,7 @@ func heartbeat(s Streams) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusOK, newLeaseBody(lease, s.Limit()))
+		return answerLease(c, log, s, lease)
 	}
 }
 

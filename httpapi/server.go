@@ -8,7 +8,9 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -34,11 +36,22 @@ type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
+// RequestObserver is told of every request answered, for metrics. route is
+// the route template (such as /api/streams/:user_id/:stream_id), never the
+// request's own path, so that it takes a bounded set of values.
+type RequestObserver interface {
+	ObserveRequest(route, method string, status int, took time.Duration)
+}
+
 // Deps are what the server is built from.
 type Deps struct {
 	Streams Streams
 	Ready   Pinger       // backs /readyz
-	Logger  *slog.Logger // for internal errors; nil discards them
+	Logger  *slog.Logger // one line per request; nil discards them
+	// Metrics, if set, is told of every request.
+	Metrics RequestObserver
+	// MetricsHandler, if set, serves GET /metrics.
+	MetricsHandler http.Handler
 }
 
 // NewServer returns the service's HTTP handler with every route registered.
@@ -50,7 +63,7 @@ func NewServer(d Deps) *echo.Echo {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(d.Logger)
 	e.Use(
-		middleware.RequestID(), // honours an incoming X-Request-ID, else makes one
+		observe(d.Logger, d.Metrics),
 		middleware.Recover(),
 		middleware.BodyLimit(strconv.Itoa(MaxBodyBytes)),
 		noStore,

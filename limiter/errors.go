@@ -1,9 +1,13 @@
 package limiter
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
+	"syscall"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -43,12 +47,62 @@ func (e *LimitError) Error() string {
 // Is makes errors.Is(err, ErrLimitReached) true for a *LimitError.
 func (e *LimitError) Is(target error) bool { return target == ErrLimitReached }
 
-// transientReplies are the prefixes of Redis error replies that say Redis
-// cannot serve right now, as opposed to a script that failed.
-var transientReplies = []string{
-	"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY",
-	"NOREPLICAS", "MOVED", "ASK", "CROSSSLOT", "OOM", "NOAUTH", "WRONGPASS",
-	"NOPERM", "ERR max number of clients",
+// Kinds of Redis failure, as Observer.RedisError reports them.
+const (
+	KindTimeout     = "timeout"     // no answer in time, or no free connection in time
+	KindConnection  = "connection"  // refused, reset, closed, too many clients
+	KindLoading     = "loading"     // Redis is loading its data set
+	KindBusy        = "busy"        // another script is running too long
+	KindReadOnly    = "readonly"    // a replica, or a master without its replicas
+	KindCluster     = "cluster"     // slot moved, cluster down, cross-slot
+	KindAuth        = "auth"        // missing or refused credentials or permissions
+	KindOOM         = "oom"         // maxmemory reached under noeviction
+	KindScript      = "script"      // the script itself failed: a bug, never transient
+	KindUnavailable = "unavailable" // any other failure to reach Redis
+)
+
+// transientReplies map the prefixes of Redis error replies that say Redis
+// cannot serve right now to their kind. Any other error reply is KindScript.
+var transientReplies = []struct{ prefix, kind string }{
+	{"LOADING", KindLoading},
+	{"BUSY", KindBusy},
+	{"READONLY", KindReadOnly},
+	{"MASTERDOWN", KindReadOnly},
+	{"NOREPLICAS", KindReadOnly},
+	{"MOVED", KindCluster},
+	{"ASK", KindCluster},
+	{"CROSSSLOT", KindCluster},
+	{"CLUSTERDOWN", KindCluster},
+	{"TRYAGAIN", KindCluster},
+	{"OOM", KindOOM},
+	{"NOAUTH", KindAuth},
+	{"WRONGPASS", KindAuth},
+	{"NOPERM", KindAuth},
+	{"ERR max number of clients", KindConnection},
+}
+
+// errorKind names what went wrong in a call to Redis.
+func errorKind(err error) string {
+	var reply redis.Error
+	if errors.As(err, &reply) {
+		msg := reply.Error()
+		for _, t := range transientReplies {
+			if strings.HasPrefix(msg, t.prefix) {
+				return t.kind
+			}
+		}
+		return KindScript
+	}
+	var netErr net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, redis.ErrPoolTimeout),
+		errors.As(err, &netErr) && netErr.Timeout():
+		return KindTimeout
+	case errors.As(err, &netErr), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, redis.ErrClosed), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED):
+		return KindConnection
+	}
+	return KindUnavailable
 }
 
 // classify turns an error of the Redis client into ErrUnavailable when Redis
@@ -56,14 +110,7 @@ var transientReplies = []string{
 // error reply means the script itself failed and is returned as it is, for the
 // caller to treat as an internal error.
 func classify(op string, err error) error {
-	var reply redis.Error
-	if errors.As(err, &reply) {
-		msg := reply.Error()
-		for _, prefix := range transientReplies {
-			if strings.HasPrefix(msg, prefix) {
-				return fmt.Errorf("%w: %s: %w", ErrUnavailable, op, err)
-			}
-		}
+	if errorKind(err) == KindScript {
 		return fmt.Errorf("limiter: %s: script failed: %w", op, err)
 	}
 	return fmt.Errorf("%w: %s: %w", ErrUnavailable, op, err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
+	"syscall"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -17,37 +19,52 @@ func (replyErr) RedisError()     {}
 
 func TestClassify(t *testing.T) {
 	tests := []struct {
-		err         error
-		unavailable bool
+		err  error
+		kind string
 	}{
-		{context.DeadlineExceeded, true},
-		{context.Canceled, true},
-		{io.EOF, true},
-		{redis.ErrPoolTimeout, true},
-		{redis.ErrClosed, true},
-		{replyErr("LOADING Redis is loading the dataset in memory"), true},
-		{replyErr("BUSY Redis is busy running a script"), true},
-		{replyErr("MASTERDOWN Link with MASTER is down"), true},
-		{replyErr("READONLY You can't write against a read only replica."), true},
-		{replyErr("CLUSTERDOWN The cluster is down"), true},
-		{replyErr("MOVED 3999 127.0.0.1:6381"), true},
-		{replyErr("TRYAGAIN Multiple keys request during rehashing of slot"), true},
-		{replyErr("OOM command not allowed when used memory > 'maxmemory'."), true},
-		{replyErr("NOPERM this user has no permissions to run the 'evalsha' command"), true},
-		{replyErr("ERR max number of clients reached"), true},
-		{replyErr("WRONGTYPE Operation against a key holding the wrong kind of value script: 1"), false},
-		{replyErr("ERR user_script:3: attempt to compare nil with number script: 1"), false},
+		{context.DeadlineExceeded, KindTimeout},
+		{redis.ErrPoolTimeout, KindTimeout},
+		{&net.OpError{Op: "read", Err: timeoutErr{}}, KindTimeout},
+		{context.Canceled, KindUnavailable},
+		{io.EOF, KindConnection},
+		{redis.ErrClosed, KindConnection},
+		{&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, KindConnection},
+		{replyErr("LOADING Redis is loading the dataset in memory"), KindLoading},
+		{replyErr("BUSY Redis is busy running a script"), KindBusy},
+		{replyErr("MASTERDOWN Link with MASTER is down"), KindReadOnly},
+		{replyErr("READONLY You can't write against a read only replica."), KindReadOnly},
+		{replyErr("NOREPLICAS Not enough good replicas to write."), KindReadOnly},
+		{replyErr("CLUSTERDOWN The cluster is down"), KindCluster},
+		{replyErr("MOVED 3999 127.0.0.1:6381"), KindCluster},
+		{replyErr("ASK 3999 127.0.0.1:6381"), KindCluster},
+		{replyErr("CROSSSLOT Keys in request don't hash to the same slot"), KindCluster},
+		{replyErr("TRYAGAIN Multiple keys request during rehashing of slot"), KindCluster},
+		{replyErr("OOM command not allowed when used memory > 'maxmemory'."), KindOOM},
+		{replyErr("NOAUTH Authentication required."), KindAuth},
+		{replyErr("WRONGPASS invalid username-password pair or user is disabled."), KindAuth},
+		{replyErr("NOPERM this user has no permissions to run the 'evalsha' command"), KindAuth},
+		{replyErr("ERR max number of clients reached"), KindConnection},
+		{replyErr("WRONGTYPE Operation against a key holding the wrong kind of value script: 1"), KindScript},
+		{replyErr("ERR user_script:3: attempt to compare nil with number script: 1"), KindScript},
 	}
 	for _, tt := range tests {
+		if got := errorKind(tt.err); got != tt.kind {
+			t.Errorf("errorKind(%v) = %q, want %q", tt.err, got, tt.kind)
+		}
 		err := classify("acquire", tt.err)
-		if got := errors.Is(err, ErrUnavailable); got != tt.unavailable {
-			t.Errorf("classify(%v) unavailable = %v, want %v", tt.err, got, tt.unavailable)
+		if got, want := errors.Is(err, ErrUnavailable), tt.kind != KindScript; got != want {
+			t.Errorf("classify(%v) unavailable = %v, want %v", tt.err, got, want)
 		}
 		if !errors.Is(err, tt.err) {
 			t.Errorf("classify(%v) = %v: lost its cause", tt.err, err)
 		}
 	}
 }
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string { return "i/o timeout" }
+func (timeoutErr) Timeout() bool { return true }
 
 func TestParseStateRejectsWhatTheContractForbids(t *testing.T) {
 	good := []any{"admitted", "s1", "k", int64(2), int64(1), []any{"s1", "2"}}

@@ -42,14 +42,51 @@ type Config struct {
 	Timeout time.Duration
 	// KeyPrefix starts every Redis key, as in "limiter:{USER_ID}:streams".
 	KeyPrefix string
+	// FailOpen chooses the viewer over the limit when Redis fails: an Acquire
+	// or Renew that cannot reach Redis returns a Lease whose DegradedBy holds
+	// the failure, instead of an error matching ErrUnavailable. Such a lease
+	// is recorded nowhere, so the limit is not enforced for it. Release and
+	// Active fail as usual either way.
+	FailOpen bool
+	// Observer, if set, is told of every script call and decision (metrics).
+	Observer Observer
 }
+
+// Observer receives what a Limiter does, for metrics. Its methods are called
+// synchronously on the request path and must be cheap and concurrency-safe.
+type Observer interface {
+	// ScriptDone reports one script call: the operation ("acquire", "renew",
+	// "release", "active"), its outcome (the script's status, such as
+	// "admitted", or "unavailable" or "error" when Redis did not decide) and
+	// how long the call took.
+	ScriptDone(op, outcome string, took time.Duration)
+	// RedisError reports a failed call by kind (KindTimeout, ...).
+	RedisError(kind string)
+	// Decision reports what a call decided for a user: one of the Decision
+	// constants.
+	Decision(decision string)
+}
+
+// Decisions, as Observer.Decision reports them.
+const (
+	DecisionAdmitted           = "admitted"             // a new lease
+	DecisionRenewed            = "renewed"              // a live lease extended, by acquire or heartbeat
+	DecisionRefused            = "refused"              // the user was at the limit
+	DecisionReleased           = "released"             // a live lease ended
+	DecisionNotLive            = "not_live"             // a release of a stream without a live lease
+	DecisionExpiredOnHeartbeat = "expired_on_heartbeat" // a heartbeat came after its lease ended
+	DecisionKeyMismatch        = "key_mismatch"         // a heartbeat or release with another key
+	DecisionDegradedAdmission  = "degraded_admission"   // fail-open: admitted without Redis
+	DecisionDegradedRenewal    = "degraded_renewal"     // fail-open: renewed without Redis
+)
 
 // Limiter grants, renews and releases stream leases. It holds no state of its
 // own: any number of Limiters sharing one Redis enforce one limit. It is safe
 // for concurrent use.
 type Limiter struct {
-	rdb Redis
-	cfg Config
+	rdb      Redis
+	cfg      Config
+	observer Observer // cfg.Observer, or one that ignores everything
 }
 
 // Lease is a live stream as its player sees it.
@@ -61,6 +98,10 @@ type Lease struct {
 	TTL       time.Duration // ExpiresAt less Redis's time when the call ran
 	Active    int           // the user's live streams after the call
 	Renewed   bool          // the stream was already live: same key, later expiry
+	// DegradedBy is the Redis failure this lease was granted despite, under
+	// Config.FailOpen; nil when Redis decided. A degraded lease is recorded
+	// nowhere: Active is 0 and ExpiresAt is on this process's clock.
+	DegradedBy error
 }
 
 // Stream is a live stream as an operator sees it: no key.
@@ -98,7 +139,11 @@ func New(rdb Redis, cfg Config) (*Limiter, error) {
 	case cfg.Timeout < 0:
 		return nil, fmt.Errorf("limiter: timeout %v is negative", cfg.Timeout)
 	}
-	return &Limiter{rdb: rdb, cfg: cfg}, nil
+	l := &Limiter{rdb: rdb, cfg: cfg, observer: cfg.Observer}
+	if l.observer == nil {
+		l.observer = ignoreAll{}
+	}
+	return l, nil
 }
 
 // Limit returns the most live streams one user may hold.
@@ -115,10 +160,11 @@ func (l *Limiter) Acquire(ctx context.Context, userID, streamID string) (Lease, 
 	if err := checkIDs(userID, streamID); err != nil {
 		return Lease{}, err
 	}
+	key := uuid.NewString()
 	st, err := l.run(ctx, "acquire", scripts.Acquire, userID,
-		streamID, uuid.NewString(), l.cfg.Limit, l.cfg.LeaseTTL.Milliseconds())
+		streamID, key, l.cfg.Limit, l.cfg.LeaseTTL.Milliseconds())
 	if err != nil {
-		return Lease{}, err
+		return l.degraded(userID, streamID, key, DecisionDegradedAdmission, err)
 	}
 	switch st.status {
 	case "admitted", "renewed":
@@ -133,6 +179,9 @@ func (l *Limiter) Acquire(ctx context.Context, userID, streamID string) (Lease, 
 // heartbeat. It never brings back a stream that is not live: that is
 // ErrLeaseInactive, whatever the key. A live stream with another key is
 // ErrKeyMismatch and keeps its lease unchanged.
+//
+// Under Config.FailOpen, an Acquire or Renew that cannot reach Redis returns
+// a degraded Lease (see Lease.DegradedBy) and no error.
 func (l *Limiter) Renew(ctx context.Context, userID, streamID, streamKey string) (Lease, error) {
 	if err := checkIDs(userID, streamID); err != nil {
 		return Lease{}, err
@@ -140,7 +189,7 @@ func (l *Limiter) Renew(ctx context.Context, userID, streamID, streamKey string)
 	st, err := l.run(ctx, "renew", scripts.Renew, userID,
 		streamID, streamKey, l.cfg.LeaseTTL.Milliseconds())
 	if err != nil {
-		return Lease{}, err
+		return l.degraded(userID, streamID, streamKey, DecisionDegradedRenewal, err)
 	}
 	switch st.status {
 	case "renewed":
@@ -209,6 +258,7 @@ func (l *Limiter) Ping(ctx context.Context) error {
 	ctx, cancel := l.withTimeout(ctx)
 	defer cancel()
 	if err := l.rdb.Ping(ctx).Err(); err != nil {
+		l.observer.RedisError(errorKind(err))
 		return classify("ping", err)
 	}
 	return nil
@@ -219,6 +269,23 @@ func (l *Limiter) Ping(ctx context.Context) error {
 func (l *Limiter) Keys(userID string) (streams, keys string) {
 	base := l.cfg.KeyPrefix + ":{" + userID + "}:"
 	return base + "streams", base + "keys"
+}
+
+// degraded answers an Acquire or Renew whose call to Redis failed with err:
+// the error itself, or under FailOpen a lease that nothing records.
+func (l *Limiter) degraded(userID, streamID, streamKey, decision string, err error) (Lease, error) {
+	if !l.cfg.FailOpen || !errors.Is(err, ErrUnavailable) {
+		return Lease{}, err
+	}
+	l.observer.Decision(decision)
+	return Lease{
+		UserID:     userID,
+		StreamID:   streamID,
+		StreamKey:  streamKey,
+		ExpiresAt:  time.Now().Add(l.cfg.LeaseTTL).UTC().Truncate(time.Millisecond),
+		TTL:        l.cfg.LeaseTTL,
+		DegradedBy: err,
+	}, nil
 }
 
 func (l *Limiter) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -234,16 +301,49 @@ func (l *Limiter) run(ctx context.Context, op string, script *redis.Script, user
 	ctx, cancel := l.withTimeout(ctx)
 	defer cancel()
 	streams, keys := l.Keys(userID)
+	start := time.Now()
 	reply, err := script.Run(ctx, l.rdb, []string{streams, keys}, args...).Result()
+	took := time.Since(start)
 	if err != nil {
+		kind := errorKind(err)
+		l.observer.RedisError(kind)
+		outcome := "unavailable"
+		if kind == KindScript {
+			outcome = "error"
+		}
+		l.observer.ScriptDone(op, outcome, took)
 		return state{}, classify(op, err)
 	}
 	st, ok := parseState(reply)
 	if !ok {
+		l.observer.ScriptDone(op, "error", took)
 		return state{}, replyError(op, reply)
+	}
+	l.observer.ScriptDone(op, st.status, took)
+	if d, ok := decisions[op+" "+st.status]; ok {
+		l.observer.Decision(d)
 	}
 	return st, nil
 }
+
+// decisions maps "op status" to what it decided for the user.
+var decisions = map[string]string{
+	"acquire admitted": DecisionAdmitted,
+	"acquire renewed":  DecisionRenewed,
+	"acquire refused":  DecisionRefused,
+	"renew renewed":    DecisionRenewed,
+	"renew inactive":   DecisionExpiredOnHeartbeat,
+	"renew mismatch":   DecisionKeyMismatch,
+	"release released": DecisionReleased,
+	"release inactive": DecisionNotLive,
+	"release mismatch": DecisionKeyMismatch,
+}
+
+type ignoreAll struct{}
+
+func (ignoreAll) ScriptDone(string, string, time.Duration) {}
+func (ignoreAll) RedisError(string)                        {}
+func (ignoreAll) Decision(string)                          {}
 
 // state is the reply every script gives, parsed.
 type state struct {
@@ -266,6 +366,10 @@ func (st state) lease(userID string, renewed bool) Lease {
 		Renewed:   renewed,
 	}
 }
+
+// maxScore is the largest lease expiry accepted back from Redis: 2^53 ms,
+// the last integer a float64 score holds exactly (far past any lease).
+const maxScore = 1 << 53
 
 func parseState(reply any) (state, bool) {
 	fields, ok := reply.([]any)
@@ -291,7 +395,9 @@ func parseState(reply any) (state, bool) {
 			return state{}, false
 		}
 		ms, err := strconv.ParseFloat(score, 64)
-		if err != nil {
+		// A score is a Unix time in ms; anything else (inf, nan, or a
+		// number past exact float64 integers) was not written by a script.
+		if err != nil || !(ms >= 0 && ms <= maxScore) {
 			return state{}, false
 		}
 		st.live = append(st.live, Stream{ID: id, ExpiresAt: time.UnixMilli(int64(ms)).UTC()})

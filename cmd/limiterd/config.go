@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/limiterd/limiterd/internal/telemetry"
 )
 
 // config is every setting of the service. Each comes from a flag, else from
@@ -25,6 +27,9 @@ type config struct {
 	EmbeddedRedisAddr string
 	ShutdownTimeout   time.Duration
 	KeyPrefix         string
+	FailOpen          bool   // REDIS_FAILURE_MODE=open
+	LogFormat         string // "json", "text", or "" for json unless stderr is a terminal
+	LogLevel          string
 }
 
 // setting is one row of the configuration table (README.md shows the same).
@@ -79,6 +84,30 @@ var settings = []setting{
 			return fmt.Errorf("want a non-empty prefix without braces or spaces")
 		}
 		return nil
+	}, false},
+	{"REDIS_FAILURE_MODE", "closed", "when Redis fails: closed answers 503 (the limit holds), open admits without Redis and says degraded (the viewer keeps watching)", func(c *config, v string) error {
+		switch v {
+		case "closed", "open":
+			c.FailOpen = v == "open"
+			return nil
+		}
+		return fmt.Errorf("want closed or open")
+	}, false},
+	{"LOG_FORMAT", "", "log format, json or text; empty means json unless stderr is a terminal", func(c *config, v string) error {
+		switch v {
+		case "", telemetry.FormatJSON, telemetry.FormatText:
+			c.LogFormat = v
+			return nil
+		}
+		return fmt.Errorf("want json or text")
+	}, false},
+	{"LOG_LEVEL", "info", "least severe log level written: debug (adds user IDs), info (one line per request), warn or error", func(c *config, v string) error {
+		switch v {
+		case "debug", "info", "warn", "error":
+			c.LogLevel = v
+			return nil
+		}
+		return fmt.Errorf("want debug, info, warn or error")
 	}, false},
 }
 

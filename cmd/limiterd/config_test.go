@@ -29,6 +29,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 		EmbeddedRedisAddr: "127.0.0.1:6379",
 		ShutdownTimeout:   15 * time.Second,
 		KeyPrefix:         "limiter",
+		FailOpen:          false,
+		LogFormat:         "",
+		LogLevel:          "info",
 	}
 	if cfg != want {
 		t.Errorf("defaults:\n got %+v\nwant %+v", cfg, want)
@@ -47,6 +50,9 @@ var (
 		"EMBEDDED_REDIS_ADDR": "127.0.0.1:6400",
 		"SHUTDOWN_TIMEOUT":    "30s",
 		"KEY_PREFIX":          "tv:limiter",
+		"REDIS_FAILURE_MODE":  "open",
+		"LOG_FORMAT":          "text",
+		"LOG_LEVEL":           "debug",
 	}
 	everySettingConfig = config{
 		ListenAddr:        "127.0.0.1:9090",
@@ -57,6 +63,9 @@ var (
 		EmbeddedRedisAddr: "127.0.0.1:6400",
 		ShutdownTimeout:   30 * time.Second,
 		KeyPrefix:         "tv:limiter",
+		FailOpen:          true,
+		LogFormat:         "text",
+		LogLevel:          "debug",
 	}
 )
 
@@ -99,6 +108,9 @@ func TestLoadConfigFlagBeatsEnv(t *testing.T) {
 		{"EMBEDDED_REDIS_ADDR", ":1", "-embedded-redis-addr=:2", func(c config) bool { return c.EmbeddedRedisAddr == ":2" }},
 		{"SHUTDOWN_TIMEOUT", "1s", "-shutdown-timeout=2s", func(c config) bool { return c.ShutdownTimeout == 2*time.Second }},
 		{"KEY_PREFIX", "env", "-key-prefix=flag", func(c config) bool { return c.KeyPrefix == "flag" }},
+		{"REDIS_FAILURE_MODE", "open", "-redis-failure-mode=closed", func(c config) bool { return !c.FailOpen }},
+		{"LOG_FORMAT", "json", "-log-format=text", func(c config) bool { return c.LogFormat == "text" }},
+		{"LOG_LEVEL", "warn", "-log-level=error", func(c config) bool { return c.LogLevel == "error" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.flag, func(t *testing.T) {
@@ -182,6 +194,11 @@ func TestLoadConfigInvalid(t *testing.T) {
 		{"REDIS_URL", "redis://host:6379/notadb"},
 		{"KEY_PREFIX", "a{b}"},
 		{"KEY_PREFIX", "a b"},
+		{"REDIS_FAILURE_MODE", "fail-open"},
+		{"REDIS_FAILURE_MODE", "Open"},
+		{"LOG_FORMAT", "yaml"},
+		{"LOG_LEVEL", "verbose"},
+		{"LOG_LEVEL", "INFO+2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.env+"="+tt.value, func(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/limiterd/limiterd/httpapi"
+	"github.com/limiterd/limiterd/internal/telemetry"
 	"github.com/limiterd/limiterd/limiter"
 )
 
@@ -50,7 +51,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	metrics := telemetry.NewMetrics()
 
 	redisURL := cfg.RedisURL
 	if redisURL == "" {
@@ -66,12 +71,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer rdb.Close()
+	metrics.WatchPool(rdb.PoolStats)
 
 	lim, err := limiter.New(rdb, limiter.Config{
 		Limit:     cfg.StreamLimit,
 		LeaseTTL:  cfg.LeaseTTL,
 		Timeout:   cfg.RedisTimeout,
 		KeyPrefix: cfg.KeyPrefix,
+		FailOpen:  cfg.FailOpen,
+		Observer:  metrics,
 	})
 	if err != nil {
 		return err
@@ -81,7 +89,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	srv := &http.Server{
-		Handler:           httpapi.NewServer(httpapi.Deps{Streams: lim, Ready: lim, Logger: log}),
+		Handler: httpapi.NewServer(httpapi.Deps{
+			Streams: lim, Ready: lim, Logger: log,
+			Metrics: metrics, MetricsHandler: metrics.Handler(),
+		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      15 * time.Second, // above REDIS_TIMEOUT's 10s ceiling
@@ -94,7 +105,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("LISTEN_ADDR: %w", err)
 	}
 	log.Info("limiterd listening", "addr", ln.Addr().String(),
-		"stream_limit", cfg.StreamLimit, "lease_ttl", cfg.LeaseTTL, "redis_timeout", cfg.RedisTimeout)
+		"stream_limit", cfg.StreamLimit, "lease_ttl", cfg.LeaseTTL.String(), "redis_timeout", cfg.RedisTimeout.String(),
+		"redis_failure_mode", map[bool]string{false: "closed", true: "open"}[cfg.FailOpen])
+	if cfg.FailOpen {
+		log.Warn("REDIS_FAILURE_MODE=open: while Redis fails, acquires and heartbeats are granted without the limit (counted in limiterd_decisions_total)")
+	}
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -104,7 +119,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case <-ctx.Done():
 	}
 
-	log.Info("shutting down: finishing requests in flight", "timeout", cfg.ShutdownTimeout)
+	log.Info("shutting down: finishing requests in flight", "timeout", cfg.ShutdownTimeout.String())
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(drainCtx); err != nil {
@@ -113,6 +128,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// newLogger writes JSON, for log collectors, unless told otherwise or
+// writing to a terminal, where people read text.
+func newLogger(cfg config, stderr io.Writer) (*slog.Logger, error) {
+	format := cfg.LogFormat
+	if format == "" {
+		format = telemetry.FormatJSON
+		if isTerminal(stderr) {
+			format = telemetry.FormatText
+		}
+	}
+	return telemetry.NewLogger(stderr, format, cfg.LogLevel)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	info, err := f.Stat()
+	return err == nil && info.Mode()&os.ModeCharDevice != 0
 }
 
 // newRedisClient returns a client whose every call, retries included, ends

@@ -89,9 +89,13 @@ type instance struct {
 }
 
 // launch calls run in a goroutine with env as the whole environment and args
-// as its arguments, and returns at once.
+// as its arguments, and returns at once. Logs are text, which these tests
+// read, unless env sets LOG_FORMAT.
 func launch(t *testing.T, env map[string]string, args ...string) *instance {
 	t.Helper()
+	if _, set := env["LOG_FORMAT"]; !set {
+		env = cloneWith(env, "LOG_FORMAT", "text")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	inst := &instance{log: newLogBuffer(), cancel: cancel, done: make(chan struct{})}
 	getenv := func(name string) string { return env[name] }
