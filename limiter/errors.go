@@ -57,6 +57,7 @@ const (
 	KindCluster     = "cluster"     // slot moved, cluster down, cross-slot
 	KindAuth        = "auth"        // missing or refused credentials or permissions
 	KindOOM         = "oom"         // maxmemory reached under noeviction
+	KindReplication = "replication" // fewer replicas confirmed a write than Config.WaitReplicas
 	KindScript      = "script"      // the script itself failed: a bug, never transient
 	KindUnavailable = "unavailable" // any other failure to reach Redis
 )
@@ -81,8 +82,22 @@ var transientReplies = []struct{ prefix, kind string }{
 	{"ERR max number of clients", KindConnection},
 }
 
+// replicationError is a write that fewer replicas confirmed than asked.
+type replicationError struct {
+	acked int64
+	want  int
+}
+
+func (e *replicationError) Error() string {
+	return fmt.Sprintf("%d of %d replicas confirmed the write in time", e.acked, e.want)
+}
+
 // errorKind names what went wrong in a call to Redis.
 func errorKind(err error) string {
+	var replication *replicationError
+	if errors.As(err, &replication) {
+		return KindReplication
+	}
 	var reply redis.Error
 	if errors.As(err, &reply) {
 		msg := reply.Error()

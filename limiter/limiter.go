@@ -50,6 +50,16 @@ type Config struct {
 	FailOpen bool
 	// Observer, if set, is told of every script call and decision (metrics).
 	Observer Observer
+	// WaitReplicas, when above zero, makes every Acquire wait until that
+	// many replicas hold its write (Redis WAIT, sent in the same round trip
+	// as the script), for at most a third of Timeout (250ms without one). If
+	// fewer confirm (Redis ends a WAIT at its next hz tick, so up to 100ms
+	// late by default), the Acquire fails with ErrUnavailable and its lease
+	// stands on the master alone; the player's retry gets the same lease. This
+	// narrows, but does not close, what an asynchronous failover can lose.
+	// The client must be able to pipeline: *redis.Client, *redis.ClusterClient
+	// and redis.UniversalClient can.
+	WaitReplicas int
 }
 
 // Observer receives what a Limiter does, for metrics. Its methods are called
@@ -138,6 +148,11 @@ func New(rdb Redis, cfg Config) (*Limiter, error) {
 		return nil, fmt.Errorf("limiter: lease TTL %v is under a millisecond", cfg.LeaseTTL)
 	case cfg.Timeout < 0:
 		return nil, fmt.Errorf("limiter: timeout %v is negative", cfg.Timeout)
+	case cfg.WaitReplicas < 0:
+		return nil, fmt.Errorf("limiter: wait replicas %d is negative", cfg.WaitReplicas)
+	}
+	if _, ok := rdb.(pipeliner); cfg.WaitReplicas > 0 && !ok {
+		return nil, errors.New("limiter: WaitReplicas needs a client that can pipeline")
 	}
 	l := &Limiter{rdb: rdb, cfg: cfg, observer: cfg.Observer}
 	if l.observer == nil {
@@ -302,7 +317,13 @@ func (l *Limiter) run(ctx context.Context, op string, script *redis.Script, user
 	defer cancel()
 	streams, keys := l.Keys(userID)
 	start := time.Now()
-	reply, err := script.Run(ctx, l.rdb, []string{streams, keys}, args...).Result()
+	var reply any
+	var err error
+	if l.cfg.WaitReplicas > 0 && op == "acquire" {
+		reply, err = l.runAndWait(ctx, script, []string{streams, keys}, args...)
+	} else {
+		reply, err = script.Run(ctx, l.rdb, []string{streams, keys}, args...).Result()
+	}
 	took := time.Since(start)
 	if err != nil {
 		kind := errorKind(err)
@@ -324,6 +345,55 @@ func (l *Limiter) run(ctx context.Context, op string, script *redis.Script, user
 		l.observer.Decision(d)
 	}
 	return st, nil
+}
+
+// pipeliner is a client that can send several commands in one round trip.
+type pipeliner interface {
+	Pipeline() redis.Pipeliner
+}
+
+// runAndWait runs script followed by WAIT in one round trip, on the node
+// that holds keys (for a cluster, the master of their slot: WAIT has no key
+// to route by). A pipeline has no EVAL fallback, so a NOSCRIPT answer (a
+// restarted or flushed Redis) is followed by one more round trip with EVAL.
+func (l *Limiter) runAndWait(ctx context.Context, script *redis.Script, keys []string, args ...any) (any, error) {
+	var node pipeliner = l.rdb.(pipeliner)
+	if cluster, ok := l.rdb.(interface {
+		MasterForKey(ctx context.Context, key string) (*redis.Client, error)
+	}); ok {
+		master, err := cluster.MasterForKey(ctx, keys[0])
+		if err != nil {
+			return nil, err
+		}
+		node = master
+	}
+	waitFor := 250 * time.Millisecond
+	if l.cfg.Timeout > 0 {
+		// A third: a NOSCRIPT answer costs a second WAIT within the budget.
+		waitFor = max(l.cfg.Timeout/3, time.Millisecond)
+	}
+	exec := func(run func(redis.Pipeliner) *redis.Cmd) (*redis.Cmd, *redis.IntCmd) {
+		pipe := node.Pipeline()
+		reply := run(pipe)
+		acked := redis.NewIntCmd(ctx, "wait", l.cfg.WaitReplicas, waitFor.Milliseconds())
+		pipe.Process(ctx, acked)
+		pipe.Exec(ctx) // errors are read from each command
+		return reply, acked
+	}
+	reply, acked := exec(func(p redis.Pipeliner) *redis.Cmd { return script.EvalSha(ctx, p, keys, args...) })
+	if redis.HasErrorPrefix(reply.Err(), "NOSCRIPT") {
+		reply, acked = exec(func(p redis.Pipeliner) *redis.Cmd { return script.Eval(ctx, p, keys, args...) })
+	}
+	if err := reply.Err(); err != nil {
+		return nil, err
+	}
+	if err := acked.Err(); err != nil {
+		return nil, err
+	}
+	if n := acked.Val(); n < int64(l.cfg.WaitReplicas) {
+		return nil, &replicationError{acked: n, want: l.cfg.WaitReplicas}
+	}
+	return reply.Val(), nil
 }
 
 // decisions maps "op status" to what it decided for the user.

@@ -27,7 +27,8 @@ type config struct {
 	EmbeddedRedisAddr string
 	ShutdownTimeout   time.Duration
 	KeyPrefix         string
-	FailOpen          bool   // REDIS_FAILURE_MODE=open
+	FailOpen          bool // REDIS_FAILURE_MODE=open
+	WaitReplicas      int
 	LogFormat         string // "json", "text", or "" for json unless stderr is a terminal
 	LogLevel          string
 }
@@ -92,6 +93,14 @@ var settings = []setting{
 			return nil
 		}
 		return fmt.Errorf("want closed or open")
+	}, false},
+	{"REDIS_WAIT_REPLICAS", "0", "replicas that must confirm each acquire (Redis WAIT, same round trip) before it is answered; fewer is 503 (0 to 16, 0 = do not wait)", func(c *config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 16 {
+			return fmt.Errorf("want a whole number from 0 to 16")
+		}
+		c.WaitReplicas = n
+		return nil
 	}, false},
 	{"LOG_FORMAT", "", "log format, json or text; empty means json unless stderr is a terminal", func(c *config, v string) error {
 		switch v {

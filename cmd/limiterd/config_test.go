@@ -51,6 +51,7 @@ var (
 		"SHUTDOWN_TIMEOUT":    "30s",
 		"KEY_PREFIX":          "tv:limiter",
 		"REDIS_FAILURE_MODE":  "open",
+		"REDIS_WAIT_REPLICAS": "1",
 		"LOG_FORMAT":          "text",
 		"LOG_LEVEL":           "debug",
 	}
@@ -64,6 +65,7 @@ var (
 		ShutdownTimeout:   30 * time.Second,
 		KeyPrefix:         "tv:limiter",
 		FailOpen:          true,
+		WaitReplicas:      1,
 		LogFormat:         "text",
 		LogLevel:          "debug",
 	}
@@ -195,6 +197,9 @@ func TestLoadConfigInvalid(t *testing.T) {
 		{"KEY_PREFIX", "a{b}"},
 		{"KEY_PREFIX", "a b"},
 		{"REDIS_FAILURE_MODE", "fail-open"},
+		{"REDIS_WAIT_REPLICAS", "-1"},
+		{"REDIS_WAIT_REPLICAS", "17"},
+		{"REDIS_WAIT_REPLICAS", "one"},
 		{"REDIS_FAILURE_MODE", "Open"},
 		{"LOG_FORMAT", "yaml"},
 		{"LOG_LEVEL", "verbose"},

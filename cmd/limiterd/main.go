@@ -74,12 +74,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	metrics.WatchPool(rdb.PoolStats)
 
 	lim, err := limiter.New(rdb, limiter.Config{
-		Limit:     cfg.StreamLimit,
-		LeaseTTL:  cfg.LeaseTTL,
-		Timeout:   cfg.RedisTimeout,
-		KeyPrefix: cfg.KeyPrefix,
-		FailOpen:  cfg.FailOpen,
-		Observer:  metrics,
+		Limit:        cfg.StreamLimit,
+		LeaseTTL:     cfg.LeaseTTL,
+		Timeout:      cfg.RedisTimeout,
+		KeyPrefix:    cfg.KeyPrefix,
+		FailOpen:     cfg.FailOpen,
+		Observer:     metrics,
+		WaitReplicas: cfg.WaitReplicas,
 	})
 	if err != nil {
 		return err
