@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -52,9 +51,10 @@ func newAPI(t *testing.T) *api {
 	return serve(t, &api{rdb: rdb, m: m, now: now}, httpapi.Deps{Streams: lim, Ready: lim})
 }
 
+// serve starts the server behind checkedServer, so that every request of
+// these tests and its response are held to docs/openapi.yaml.
 func serve(t *testing.T, a *api, deps httpapi.Deps) *api {
-	srv := httptest.NewServer(httpapi.NewServer(deps))
-	t.Cleanup(srv.Close)
+	srv := checkedServer(t, httpapi.NewServer(deps))
 	a.t, a.url = t, srv.URL
 	return a
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -28,8 +27,7 @@ func TestSimultaneousRequestsOfOneUser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := httptest.NewServer(httpapi.NewServer(httpapi.Deps{Streams: lim, Ready: lim}))
-		t.Cleanup(srv.Close)
+		srv := checkedServer(t, httpapi.NewServer(httpapi.Deps{Streams: lim, Ready: lim}))
 		urls = append(urls, srv.URL)
 	}
 

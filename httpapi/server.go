@@ -64,9 +64,9 @@ func NewServer(d Deps) *echo.Echo {
 	e.HTTPErrorHandler = errorHandler(d.Logger)
 	e.Use(
 		observe(d.Logger, d.Metrics),
+		noStore, // before anything that can answer, even a 413
 		middleware.Recover(),
 		middleware.BodyLimit(strconv.Itoa(MaxBodyBytes)),
-		noStore,
 	)
 	routes(e, d)
 	return e
