@@ -285,6 +285,8 @@ func TestLegacyRelease(t *testing.T) {
 		{name: "invalid stream_id", body: `{"stream_id":"a b"}`, status: 400, code: "invalid_stream_id"},
 		{name: "stream_id neither string nor number", body: `{"stream_id":true}`, status: 400, code: "invalid_body"},
 		{name: "negative number", body: `{"stream_id":-1}`, status: 400, code: "invalid_body"},
+		{name: "a key without its stream", body: `{"stream_key":"k"}`, status: 400, code: "invalid_stream_id"},
+		{name: "a key without its stream, in the query", query: "?stream_key=k", status: 400, code: "invalid_stream_id"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

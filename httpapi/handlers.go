@@ -151,6 +151,11 @@ func legacyRelease(s Streams) echo.HandlerFunc {
 			return err
 		}
 		ctx, user := c.Request().Context(), pathParam(c, "user_id")
+		if args.StreamID == nil && args.StreamKey != "" {
+			// Releasing "the soonest" under a key would free a stream the
+			// key does not name: refuse rather than ignore the key.
+			return &requestError{http.StatusBadRequest, "invalid_stream_id", "stream_key needs the stream_id it belongs to"}
+		}
 		var r limiter.Release
 		if args.StreamID == nil {
 			r, err = s.ReleaseSoonest(ctx, user)
