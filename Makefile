@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin/limiterd
 LDFLAGS ?= -s -w
 
-.PHONY: run build test vet fmt-check check clean
+.PHONY: run build test vet fmt-check check clean check-linearizability
 
 run:
 	$(GO) run ./cmd/limiterd
@@ -16,6 +16,14 @@ build:
 # free loopback ports and never touches a Redis on :6379.
 test:
 	$(GO) test -race -count=1 ./...
+
+# A longer linearizability run than make test's 3 s: LINEARIZABILITY_DURATION
+# of load on 3 limiterd processes sharing one redis-server, checked with
+# porcupine (internal/jepsen). On failure it prints the path of an HTML picture.
+LINEARIZABILITY_DURATION ?= 60s
+check-linearizability:
+	LINEARIZABILITY_DURATION=$(LINEARIZABILITY_DURATION) LINEARIZABILITY_CHECK_TIMEOUT=10m \
+		$(GO) test -count=1 -timeout 30m -run TestLinearizability -v ./internal/jepsen/
 
 vet:
 	$(GO) vet ./...
