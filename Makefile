@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin/limiterd
 LDFLAGS ?= -s -w
 
-.PHONY: run build test vet fmt-check check clean check-linearizability
+.PHONY: run build test vet fmt-check check clean check-linearizability test-deploy
 
 run:
 	$(GO) run ./cmd/limiterd
@@ -24,6 +24,10 @@ LINEARIZABILITY_DURATION ?= 60s
 check-linearizability:
 	LINEARIZABILITY_DURATION=$(LINEARIZABILITY_DURATION) LINEARIZABILITY_CHECK_TIMEOUT=10m \
 		$(GO) test -count=1 -timeout 30m -run TestLinearizability -v ./internal/jepsen/
+
+# Tests of the deployment files: deploy/ is a Go module of its own.
+test-deploy:
+	cd deploy && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 vet:
 	$(GO) vet ./...
