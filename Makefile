@@ -4,7 +4,8 @@ GO      ?= go
 BIN     ?= bin/limiterd
 LDFLAGS ?= -s -w
 
-.PHONY: run build test vet fmt-check check clean check-linearizability test-deploy
+.PHONY: run build test vet fmt-check check clean check-linearizability test-deploy \
+	test-cluster test-sentinel test-tls test-topologies
 
 run:
 	$(GO) run ./cmd/limiterd
@@ -28,6 +29,22 @@ check-linearizability:
 # Tests of the deployment files: deploy/ is a Go module of its own.
 test-deploy:
 	cd deploy && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+# make test-cluster | test-sentinel | test-tls: start that Redis deployment
+# (scripts/redis-topology.sh) in a temporary directory, run the Redis-backed
+# suites against it through the REDIS_TEST_* settings, and always stop it.
+TOPOLOGY_PKGS ?= ./limiter/ ./httpapi/
+
+test-topologies: test-cluster test-sentinel test-tls
+
+test-cluster test-sentinel test-tls: test-%:
+	@dir=$$(mktemp -d) && trap 'scripts/redis-topology.sh stop "$$dir"; rm -rf "$$dir"' EXIT && \
+	scripts/redis-topology.sh start $* "$$dir" >/dev/null && \
+	set -a && . "$$dir/test.env" && set +a && \
+	$(GO) test -race -count=1 $(TOPOLOGY_PKGS) && \
+	if [ $* = sentinel ]; then \
+	  REDIS_TEST_SENTINEL_FAILOVER=1 $(GO) test -race -count=1 -run '^TestSentinelFailover$$' ./limiter/; \
+	fi
 
 vet:
 	$(GO) vet ./...

@@ -16,7 +16,7 @@ import (
 // backend is one Redis the limiter's behaviour is checked against.
 type backend struct {
 	name  string
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	lease time.Duration // a lease short enough for the backend to see it end
 	// advance moves Redis's clock, and its key TTLs, forward by d.
 	advance func(d time.Duration)

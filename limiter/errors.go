@@ -79,6 +79,7 @@ var transientReplies = []struct{ prefix, kind string }{
 	{"NOAUTH", KindAuth},
 	{"WRONGPASS", KindAuth},
 	{"NOPERM", KindAuth},
+	{"ERR The user executing the script can't run this command", KindAuth}, // an ACL refusal inside a script
 	{"ERR max number of clients", KindConnection},
 }
 

@@ -44,6 +44,7 @@ func TestClassify(t *testing.T) {
 		{replyErr("WRONGPASS invalid username-password pair or user is disabled."), KindAuth},
 		{replyErr("NOPERM this user has no permissions to run the 'evalsha' command"), KindAuth},
 		{replyErr("ERR max number of clients reached"), KindConnection},
+		{replyErr("ERR The user executing the script can't run this command or subcommand script: 1f0d, on @user_script:12."), KindAuth},
 		{replyErr("WRONGTYPE Operation against a key holding the wrong kind of value script: 1"), KindScript},
 		{replyErr("ERR user_script:3: attempt to compare nil with number script: 1"), KindScript},
 	}

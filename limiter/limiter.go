@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -148,6 +149,10 @@ func New(rdb Redis, cfg Config) (*Limiter, error) {
 		return nil, fmt.Errorf("limiter: lease TTL %v is under a millisecond", cfg.LeaseTTL)
 	case cfg.Timeout < 0:
 		return nil, fmt.Errorf("limiter: timeout %v is negative", cfg.Timeout)
+	case strings.ContainsAny(cfg.KeyPrefix, "{}"):
+		// A brace would move the hash tag off the user ID and split a
+		// user's two keys across Cluster slots.
+		return nil, fmt.Errorf("limiter: key prefix %q holds a brace", cfg.KeyPrefix)
 	case cfg.WaitReplicas < 0:
 		return nil, fmt.Errorf("limiter: wait replicas %d is negative", cfg.WaitReplicas)
 	}

@@ -415,6 +415,8 @@ func TestNewRejectsImpossibleConfig(t *testing.T) {
 		{LeaseTTL: time.Microsecond},
 		{LeaseTTL: -time.Second},
 		{Timeout: -time.Second},
+		{KeyPrefix: "tv{1}"},
+		{KeyPrefix: "{"},
 	} {
 		if _, err := limiter.New(unreachable{}, cfg); err == nil {
 			t.Errorf("New(%+v) accepted it", cfg)

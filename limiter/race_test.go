@@ -5,8 +5,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/limiterd/limiterd/internal/redistest"
 	"github.com/limiterd/limiterd/limiter"
 )
@@ -16,17 +14,13 @@ import (
 // their own (three replicas of the service), on a real Redis.
 func TestRaceAdmitsExactlyTheLimit(t *testing.T) {
 	const goroutines, replicas, limit = 300, 3, 3
-	url := redistest.URL(t)
+	cfg := redistest.Config(t) // any topology REDIS_TEST_MODE names
 	prefix := uniquePrefix()
 	var limiters []*limiter.Limiter
 	for range replicas {
-		opts, err := redis.ParseURL(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		opts.PoolSize = goroutines / replicas
-		rdb := redis.NewClient(opts)
-		t.Cleanup(func() { rdb.Close() })
+		cfg := cfg
+		cfg.PoolSize = goroutines / replicas
+		rdb := redistest.NewClient(t, cfg)
 		l, err := limiter.New(rdb, limiter.Config{Limit: limit, KeyPrefix: prefix})
 		if err != nil {
 			t.Fatal(err)
@@ -67,9 +61,7 @@ func TestRaceAdmitsExactlyTheLimit(t *testing.T) {
 	wg.Wait()
 
 	streamsKey, keysKey := limiters[0].Keys("alice")
-	opts, _ := redis.ParseURL(url)
-	rdb := redis.NewClient(opts)
-	defer rdb.Close()
+	rdb := redistest.NewClient(t, cfg)
 	inSet, inHash := rdb.ZCard(ctx, streamsKey).Val(), rdb.HLen(ctx, keysKey).Val()
 	t.Logf("%d goroutines over %d replicas: admitted %d, refused %d, other errors %d; set holds %d, hash holds %d",
 		goroutines, replicas, admitted, refused, len(others), inSet, inHash)

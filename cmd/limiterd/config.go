@@ -11,8 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/limiterd/limiterd/internal/redisclient"
 	"github.com/limiterd/limiterd/internal/telemetry"
 )
 
@@ -20,7 +19,7 @@ import (
 // its environment variable, else from its default.
 type config struct {
 	ListenAddr        string
-	RedisURL          string // empty: start the embedded development server
+	Redis             redisclient.Config // an empty URL starts the embedded development server
 	StreamLimit       int
 	LeaseTTL          time.Duration
 	RedisTimeout      time.Duration
@@ -31,6 +30,7 @@ type config struct {
 	WaitReplicas      int
 	LogFormat         string // "json", "text", or "" for json unless stderr is a terminal
 	LogLevel          string
+	HealthCheck       bool // -healthcheck: probe a running service and exit
 }
 
 // setting is one row of the configuration table (README.md shows the same).
@@ -45,17 +45,49 @@ var settings = []setting{
 		c.ListenAddr = v
 		return checkHostPort(v)
 	}, false},
-	{"REDIS_URL", "", "Redis to keep state in, redis://[user:password@]host:port/db (rediss:// for TLS); empty starts an embedded development server", func(c *config, v string) error {
-		c.RedisURL = v
-		if v == "" {
-			return nil
-		}
+	{"REDIS_URL", "", "Redis to keep state in, in go-redis's URL form for REDIS_MODE: redis://[user:password@]host:port/db (rediss:// for TLS); empty starts an embedded development server", func(c *config, v string) error {
+		c.Redis.URL = v
 		if _, err := url.Parse(v); err != nil {
 			return errors.New("not a valid URL") // url's own error would quote the password
 		}
-		_, err := redis.ParseURL(v)
-		return err
+		return nil // checked with the other Redis settings in checkRedis
 	}, true},
+	{"REDIS_MODE", "single", "Redis topology: single (one server or a managed endpoint), cluster (REDIS_URL names seeds: redis://host:port?addr=host2:port2) or sentinel (REDIS_URL names Sentinels: redis://host:port?addr=host2:port2&master_name=NAME)", func(c *config, v string) error {
+		switch v {
+		case redisclient.ModeSingle, redisclient.ModeCluster, redisclient.ModeSentinel:
+			c.Redis.Mode = v
+			return nil
+		}
+		return fmt.Errorf("want single, cluster or sentinel")
+	}, false},
+	{"REDIS_USERNAME", "", "Redis ACL user of the data nodes, replacing the URL's (in sentinel mode the URL's user is the Sentinels')", func(c *config, v string) error {
+		c.Redis.Username = v
+		return nil
+	}, false},
+	{"REDIS_PASSWORD", "", "password of REDIS_USERNAME (or of the default user), replacing the URL's: keeps it out of the URL", func(c *config, v string) error {
+		c.Redis.Password = v
+		return nil
+	}, true},
+	{"REDIS_TLS_CA_FILE", "", "PEM file of the CAs to trust for rediss:// instead of the system's", func(c *config, v string) error {
+		c.Redis.TLSCAFile = v
+		return nil
+	}, false},
+	{"REDIS_TLS_CERT_FILE", "", "client certificate (PEM) for a Redis that requires one; with REDIS_TLS_KEY_FILE", func(c *config, v string) error {
+		c.Redis.TLSCertFile = v
+		return nil
+	}, false},
+	{"REDIS_TLS_KEY_FILE", "", "key (PEM) of REDIS_TLS_CERT_FILE", func(c *config, v string) error {
+		c.Redis.TLSKeyFile = v
+		return nil
+	}, false},
+	{"REDIS_POOL_SIZE", "0", "most connections to each Redis node; 0 means go-redis's default, 10 per CPU (0 to 10000)", func(c *config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 10000 {
+			return fmt.Errorf("want a whole number from 0 to 10000")
+		}
+		c.Redis.PoolSize = n
+		return nil
+	}, false},
 	{"STREAM_LIMIT", "3", "most concurrent streams per user (1 to 1000)", func(c *config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
@@ -70,7 +102,9 @@ var settings = []setting{
 	{"REDIS_TIMEOUT", "500ms", "longest wait for Redis on one request, after which it is answered 503 (10ms to 10s)", func(c *config, v string) error {
 		// At most 10s, so the 503 is written well inside the HTTP server's
 		// WriteTimeout (main.go) instead of the connection being cut.
-		return parseDuration(&c.RedisTimeout, v, 10*time.Millisecond, 10*time.Second)
+		err := parseDuration(&c.RedisTimeout, v, 10*time.Millisecond, 10*time.Second)
+		c.Redis.Timeout = c.RedisTimeout
+		return err
 	}, false},
 	{"EMBEDDED_REDIS_ADDR", "127.0.0.1:6379", "address of the embedded server when REDIS_URL is empty; a free port is used if it is taken", func(c *config, v string) error {
 		c.EmbeddedRedisAddr = v
@@ -138,6 +172,7 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 		}
 		values[i] = fs.String(flagName(s.env), def, fmt.Sprintf("%s (env %s)", s.usage, s.env))
 	}
+	healthCheck := fs.Bool("healthcheck", false, "check that the service on LISTEN_ADDR answers /healthz, exit 0 if so, 1 if not, and start nothing (for container health checks)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -154,7 +189,32 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 			return config{}, fmt.Errorf("invalid %s (-%s) %q: %w", s.env, flagName(s.env), shown, err)
 		}
 	}
+	cfg.HealthCheck = *healthCheck
+	if cfg.HealthCheck {
+		return cfg, nil // uses LISTEN_ADDR alone
+	}
+	if err := checkRedis(cfg.Redis); err != nil {
+		return config{}, err
+	}
 	return cfg, nil
+}
+
+// checkRedis checks the Redis settings together, as they depend on each
+// other (the URL's form on the mode, TLS files on rediss://), by building a
+// client: that connects to nothing.
+func checkRedis(rc redisclient.Config) error {
+	if rc.URL == "" {
+		if rc != (redisclient.Config{Mode: rc.Mode, Timeout: rc.Timeout, PoolSize: rc.PoolSize}) || rc.Mode != redisclient.ModeSingle {
+			return errors.New("invalid Redis settings (-redis-url): REDIS_URL is empty, so the embedded development server is used, but other REDIS_ settings are set for a real Redis")
+		}
+		return nil
+	}
+	rdb, err := redisclient.New(rc)
+	if err != nil {
+		setting, _, _ := strings.Cut(err.Error(), ":")
+		return fmt.Errorf("invalid %s (-%s): %w", setting, flagName(setting), err)
+	}
+	return rdb.Close()
 }
 
 func parseDuration(dst *time.Duration, v string, min, max time.Duration) error {

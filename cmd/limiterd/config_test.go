@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/limiterd/limiterd/internal/redisclient"
 )
 
 // envOf returns a getenv that knows only env.
@@ -22,10 +24,10 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}
 	want := config{
 		ListenAddr:        ":8080",
-		RedisURL:          "",
 		StreamLimit:       3,
 		LeaseTTL:          90 * time.Second,
 		RedisTimeout:      500 * time.Millisecond,
+		Redis:             redisclient.Config{Mode: "single", Timeout: 500 * time.Millisecond},
 		EmbeddedRedisAddr: "127.0.0.1:6379",
 		ShutdownTimeout:   15 * time.Second,
 		KeyPrefix:         "limiter",
@@ -52,12 +54,16 @@ var (
 		"KEY_PREFIX":          "tv:limiter",
 		"REDIS_FAILURE_MODE":  "open",
 		"REDIS_WAIT_REPLICAS": "1",
+		"REDIS_POOL_SIZE":     "64",
 		"LOG_FORMAT":          "text",
 		"LOG_LEVEL":           "debug",
 	}
 	everySettingConfig = config{
-		ListenAddr:        "127.0.0.1:9090",
-		RedisURL:          "redis://:secret@redis.internal:6380/2",
+		ListenAddr: "127.0.0.1:9090",
+		Redis: redisclient.Config{
+			Mode: "single", URL: "redis://:secret@redis.internal:6380/2", Timeout: 250 * time.Millisecond,
+			PoolSize: 64,
+		},
 		StreamLimit:       5,
 		LeaseTTL:          2 * time.Minute,
 		RedisTimeout:      250 * time.Millisecond,
@@ -102,8 +108,8 @@ func TestLoadConfigFlagBeatsEnv(t *testing.T) {
 		check         func(config) bool
 	}{
 		{"LISTEN_ADDR", ":1111", "-listen-addr=:2222", func(c config) bool { return c.ListenAddr == ":2222" }},
-		{"REDIS_URL", "redis://a:6379", "-redis-url=redis://b:6379", func(c config) bool { return c.RedisURL == "redis://b:6379" }},
-		{"REDIS_URL", "redis://a:6379", "-redis-url=", func(c config) bool { return c.RedisURL == "" }},
+		{"REDIS_URL", "redis://a:6379", "-redis-url=redis://b:6379", func(c config) bool { return c.Redis.URL == "redis://b:6379" }},
+		{"REDIS_URL", "redis://a:6379", "-redis-url=", func(c config) bool { return c.Redis.URL == "" }},
 		{"STREAM_LIMIT", "5", "-stream-limit=7", func(c config) bool { return c.StreamLimit == 7 }},
 		{"LEASE_TTL", "1m", "-lease-ttl=2m", func(c config) bool { return c.LeaseTTL == 2*time.Minute }},
 		{"REDIS_TIMEOUT", "1s", "-redis-timeout=2s", func(c config) bool { return c.RedisTimeout == 2*time.Second }},
@@ -151,7 +157,7 @@ func TestLoadConfigBounds(t *testing.T) {
 		{"SHUTDOWN_TIMEOUT", "10m", func(c config) bool { return c.ShutdownTimeout == 10*time.Minute }},
 		{"LISTEN_ADDR", ":0", func(c config) bool { return c.ListenAddr == ":0" }},
 		{"LISTEN_ADDR", "[::1]:65535", func(c config) bool { return c.ListenAddr == "[::1]:65535" }},
-		{"REDIS_URL", "rediss://user:pw@host:6379/0", func(c config) bool { return c.RedisURL == "rediss://user:pw@host:6379/0" }},
+		{"REDIS_URL", "rediss://user:pw@host:6379/0", func(c config) bool { return c.Redis.URL == "rediss://user:pw@host:6379/0" }},
 		{"KEY_PREFIX", "a:b-c_d", func(c config) bool { return c.KeyPrefix == "a:b-c_d" }},
 	}
 	for _, tt := range tests {
@@ -198,6 +204,9 @@ func TestLoadConfigInvalid(t *testing.T) {
 		{"KEY_PREFIX", "a b"},
 		{"REDIS_FAILURE_MODE", "fail-open"},
 		{"REDIS_WAIT_REPLICAS", "-1"},
+		{"REDIS_MODE", "ring"},
+		{"REDIS_POOL_SIZE", "-1"},
+		{"REDIS_POOL_SIZE", "lots"},
 		{"REDIS_WAIT_REPLICAS", "17"},
 		{"REDIS_WAIT_REPLICAS", "one"},
 		{"REDIS_FAILURE_MODE", "Open"},
@@ -309,5 +318,36 @@ func TestLoadConfigShowsOrdinaryValuesAsGiven(t *testing.T) {
 	_, err := loadConfig(nil, envOf(map[string]string{"KEY_PREFIX": "a{b}"}), io.Discard)
 	if err == nil || !strings.Contains(err.Error(), `"a{b}"`) {
 		t.Errorf("err = %v, want the value quoted as given", err)
+	}
+}
+
+// The Redis settings are checked together: each depends on the others.
+func TestLoadConfigRedisSettingsTogether(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr string // "" for valid
+	}{
+		{"cluster seeds", map[string]string{"REDIS_MODE": "cluster", "REDIS_URL": "redis://10.0.0.1:7000?addr=10.0.0.2:7000"}, ""},
+		{"sentinels", map[string]string{"REDIS_MODE": "sentinel", "REDIS_URL": "redis://10.0.0.1:26379?master_name=mymaster"}, ""},
+		{"sentinel without a master name", map[string]string{"REDIS_MODE": "sentinel", "REDIS_URL": "redis://10.0.0.1:26379"}, "REDIS_URL"},
+		{"cluster without a URL", map[string]string{"REDIS_MODE": "cluster"}, "REDIS_URL"},
+		{"a password for the embedded server", map[string]string{"REDIS_PASSWORD": "s3cret"}, "REDIS_URL"},
+		{"a CA without TLS", map[string]string{"REDIS_URL": "redis://h:6379", "REDIS_TLS_CA_FILE": "/no/such/ca.pem"}, "REDIS_TLS_CA_FILE"},
+		{"a CA file that is not there", map[string]string{"REDIS_URL": "rediss://h:6379", "REDIS_TLS_CA_FILE": "/no/such/ca.pem"}, "REDIS_TLS_CA_FILE"},
+		{"a single URL with cluster seeds", map[string]string{"REDIS_URL": "redis://h:6379?addr=h2:6379"}, "REDIS_URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := loadConfig(nil, envOf(tt.env), io.Discard)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("%v: %v", tt.env, err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("%v: error %v, want one naming %s", tt.env, err, tt.wantErr)
+			case err != nil && strings.Contains(err.Error(), "s3cret"):
+				t.Errorf("error %v shows the password", err)
+			}
+		})
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/limiterd/limiterd/httpapi"
+	"github.com/limiterd/limiterd/internal/redisclient"
 	"github.com/limiterd/limiterd/internal/telemetry"
 	"github.com/limiterd/limiterd/limiter"
 )
@@ -51,22 +52,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	if cfg.HealthCheck {
+		return healthCheck(ctx, cfg.ListenAddr)
+	}
 	log, err := newLogger(cfg, stderr)
 	if err != nil {
 		return err
 	}
 	metrics := telemetry.NewMetrics()
 
-	redisURL := cfg.RedisURL
-	if redisURL == "" {
+	redisCfg := cfg.Redis
+	if redisCfg.URL == "" {
 		dev, err := startEmbeddedRedis(cfg.EmbeddedRedisAddr, log)
 		if err != nil {
 			return err
 		}
 		defer dev.Close()
-		redisURL = "redis://" + dev.Addr()
+		redisCfg.URL = "redis://" + dev.Addr()
 	}
-	rdb, err := newRedisClient(redisURL, cfg.RedisTimeout)
+	// Every call, retries included, ends within the request's deadline, so a
+	// Redis that hangs makes no request hang.
+	rdb, err := redisclient.New(redisCfg)
 	if err != nil {
 		return err
 	}
@@ -107,6 +113,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("limiterd listening", "addr", ln.Addr().String(),
 		"stream_limit", cfg.StreamLimit, "lease_ttl", cfg.LeaseTTL.String(), "redis_timeout", cfg.RedisTimeout.String(),
+		"redis_mode", redisCfg.Mode, "redis_url", redisclient.RedactedURL(redisCfg.URL),
 		"redis_failure_mode", map[bool]string{false: "closed", true: "open"}[cfg.FailOpen])
 	if cfg.FailOpen {
 		log.Warn("REDIS_FAILURE_MODE=open: while Redis fails, acquires and heartbeats are granted without the limit (counted in limiterd_decisions_total)")
@@ -131,6 +138,38 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
+// healthCheck asks the service listening on listenAddr for /healthz: the
+// container image has no curl, so the binary probes itself.
+func healthCheck(ctx context.Context, listenAddr string) error {
+	host, port, _ := net.SplitHostPort(listenAddr)
+	if port == "0" {
+		return errors.New("healthcheck: LISTEN_ADDR has port 0: no port to check")
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	url := "http://" + net.JoinHostPort(host, port) + "/healthz"
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	client := &http.Client{
+		Transport:     &http.Transport{Proxy: nil},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
 // newLogger writes JSON, for log collectors, unless told otherwise or
 // writing to a terminal, where people read text.
 func newLogger(cfg config, stderr io.Writer) (*slog.Logger, error) {
@@ -151,21 +190,6 @@ func isTerminal(w io.Writer) bool {
 	}
 	info, err := f.Stat()
 	return err == nil && info.Mode()&os.ModeCharDevice != 0
-}
-
-// newRedisClient returns a client whose every call, retries included, ends
-// within the request's deadline, so a Redis that hangs makes no request hang.
-func newRedisClient(url string, timeout time.Duration) (*redis.Client, error) {
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
-	}
-	opts.DialTimeout = timeout
-	opts.ReadTimeout = timeout
-	opts.WriteTimeout = timeout
-	opts.PoolTimeout = timeout
-	opts.ContextTimeoutEnabled = true
-	return redis.NewClient(opts), nil
 }
 
 // startEmbeddedRedis starts miniredis, a Redis-compatible server in this

@@ -638,3 +638,31 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 		t.Errorf("the server still answers after run returned: %s", resp.Status)
 	}
 }
+
+func TestHealthCheckFlag(t *testing.T) {
+	inst := startRun(t, map[string]string{"REDIS_URL": redistest.URL(t)})
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(inst.URL, "http://"))
+	tests := []struct {
+		listen string
+		ok     bool
+	}{
+		{"127.0.0.1:" + port, true},
+		{":" + port, true}, // all interfaces: probed on loopback
+		{redistest.ClosedAddr(t), false},
+		{"127.0.0.1:0", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.listen, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), httpTimeout)
+			defer cancel()
+			var stderr bytes.Buffer
+			err := run(ctx, []string{"-healthcheck"}, envOf(map[string]string{"LISTEN_ADDR": tt.listen}), io.Discard, &stderr)
+			if (err == nil) != tt.ok {
+				t.Errorf("-healthcheck on %s: %v, want ok=%v", tt.listen, err, tt.ok)
+			}
+			if stderr.Len() != 0 {
+				t.Errorf("-healthcheck logged %q: it must start nothing", stderr.String())
+			}
+		})
+	}
+}

@@ -5,6 +5,13 @@
 // When redis-server is not installed, tests that need it are skipped on a
 // developer's machine but fail when the CI environment variable is set: a CI
 // run must never pass by skipping them.
+//
+// Client and Config point the tests at an existing deployment instead when
+// REDIS_TEST_URL is set, of the topology REDIS_TEST_MODE names (single,
+// cluster or sentinel), with REDIS_TEST_USERNAME, REDIS_TEST_PASSWORD and
+// REDIS_TEST_TLS_* as the service's REDIS_* settings:
+// scripts/redis-topology.sh starts such deployments and writes those
+// settings. Tests that need a server they can kill use Start.
 package redistest
 
 import (
@@ -26,7 +33,8 @@ import (
 
 // Server is a redis-server process owned by one test.
 type Server struct {
-	Addr string // host:port on loopback
+	Addr    string // host:port on loopback
+	TLSAddr string // host:port of the TLS port, for servers from StartTLS
 
 	cmd    *exec.Cmd
 	args   []string
@@ -36,7 +44,9 @@ type Server struct {
 
 // URL returns the address of a real Redis for the test: REDIS_TEST_URL when
 // it is set (an existing server; tests must use their own key prefix there),
-// otherwise a server started for this test alone.
+// otherwise a server started for this test alone. Under REDIS_TEST_MODE
+// cluster or sentinel, or with TLS, the URL alone does not say how to connect:
+// use Client or Config.
 func URL(t testing.TB) string {
 	t.Helper()
 	if url := os.Getenv("REDIS_TEST_URL"); url != "" {
@@ -45,16 +55,12 @@ func URL(t testing.TB) string {
 	return "redis://" + Start(t).Addr
 }
 
-// Client returns a client of URL(t), closed at the end of the test.
-func Client(t testing.TB) *redis.Client {
+// Client returns a client of the Redis that Config(t) describes, closed at
+// the end of the test: a *redis.ClusterClient under REDIS_TEST_MODE=cluster,
+// a *redis.Client otherwise.
+func Client(t testing.TB) redis.UniversalClient {
 	t.Helper()
-	opts, err := redis.ParseURL(URL(t))
-	if err != nil {
-		t.Fatalf("REDIS_TEST_URL: %v", err)
-	}
-	rdb := redis.NewClient(opts)
-	t.Cleanup(func() { rdb.Close() })
-	return rdb
+	return NewClient(t, Config(t))
 }
 
 // Start starts a redis-server of the test's own on a free loopback port, with
