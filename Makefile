@@ -5,7 +5,7 @@ BIN     ?= bin/limiterd
 LDFLAGS ?= -s -w
 
 .PHONY: run build test vet fmt-check check clean check-linearizability test-deploy \
-	test-cluster test-sentinel test-tls test-topologies
+	test-cluster test-sentinel test-tls test-topologies fuzz
 
 run:
 	$(GO) run ./cmd/limiterd
@@ -45,6 +45,14 @@ test-cluster test-sentinel test-tls: test-%:
 	if [ $* = sentinel ]; then \
 	  REDIS_TEST_SENTINEL_FAILOVER=1 $(GO) test -race -count=1 -run '^TestSentinelFailover$$' ./limiter/; \
 	fi
+
+# Each fuzz target for FUZZTIME, one after another with one worker each;
+# make test already runs their seed corpora (testdata/fuzz).
+FUZZTIME ?= 5m
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzValidID$$' -fuzztime $(FUZZTIME) -parallel 1 ./limiter/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseState$$' -fuzztime $(FUZZTIME) -parallel 1 ./limiter/
+	$(GO) test -run '^$$' -fuzz '^FuzzRoutes$$' -fuzztime $(FUZZTIME) -parallel 1 ./httpapi/
 
 vet:
 	$(GO) vet ./...
