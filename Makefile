@@ -5,7 +5,8 @@ BIN     ?= bin/limiterd
 LDFLAGS ?= -s -w
 
 .PHONY: run build test vet fmt-check check clean check-linearizability test-deploy \
-	test-cluster test-sentinel test-tls test-topologies fuzz
+	test-cluster test-sentinel test-tls test-topologies fuzz \
+	bench bench-doc bench-go
 
 run:
 	$(GO) run ./cmd/limiterd
@@ -53,6 +54,23 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzValidID$$' -fuzztime $(FUZZTIME) -parallel 1 ./limiter/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseState$$' -fuzztime $(FUZZTIME) -parallel 1 ./limiter/
 	$(GO) test -run '^$$' -fuzz '^FuzzRoutes$$' -fuzztime $(FUZZTIME) -parallel 1 ./httpapi/
+
+# make bench: measures limiterd on loopback (its own redis-server, the real
+# binary) and prints a Markdown table (docs/BENCHMARKS.md). Needs redis-server,
+# redis-benchmark and wrk; installs wrk when missing.
+BENCHFLAGS ?=
+bench: build
+	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk"; apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+	$(GO) build -o bin/limiterbench ./cmd/limiterbench
+	bin/limiterbench -limiterd $(BIN) -svg bin/benchmark-latency.svg $(BENCHFLAGS)
+
+# bench-doc: three runs, medians; rewrites docs/BENCHMARKS.md's table and picture.
+bench-doc:
+	$(MAKE) bench BENCHFLAGS='-runs 3 -update docs/BENCHMARKS.md -svg docs/benchmark-latency.svg'
+
+# bench-go: go test benchmarks, with allocations, of the limiter and the handlers.
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem ./limiter/ ./httpapi/
 
 vet:
 	$(GO) vet ./...
