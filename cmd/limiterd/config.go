@@ -196,6 +196,9 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 	if err := checkRedis(cfg.Redis); err != nil {
 		return config{}, err
 	}
+	if cfg.Redis.URL == "" && cfg.WaitReplicas > 0 {
+		return config{}, errors.New("invalid REDIS_WAIT_REPLICAS (-redis-wait-replicas): the embedded development server (REDIS_URL empty) has no replicas")
+	}
 	return cfg, nil
 }
 
@@ -211,8 +214,8 @@ func checkRedis(rc redisclient.Config) error {
 	}
 	rdb, err := redisclient.New(rc)
 	if err != nil {
-		setting, _, _ := strings.Cut(err.Error(), ":")
-		return fmt.Errorf("invalid %s (-%s): %w", setting, flagName(setting), err)
+		setting, reason, _ := strings.Cut(err.Error(), ": ")
+		return fmt.Errorf("invalid %s (-%s): %s", setting, flagName(setting), reason)
 	}
 	return rdb.Close()
 }

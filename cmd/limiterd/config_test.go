@@ -336,6 +336,7 @@ func TestLoadConfigRedisSettingsTogether(t *testing.T) {
 		{"a CA without TLS", map[string]string{"REDIS_URL": "redis://h:6379", "REDIS_TLS_CA_FILE": "/no/such/ca.pem"}, "REDIS_TLS_CA_FILE"},
 		{"a CA file that is not there", map[string]string{"REDIS_URL": "rediss://h:6379", "REDIS_TLS_CA_FILE": "/no/such/ca.pem"}, "REDIS_TLS_CA_FILE"},
 		{"a single URL with cluster seeds", map[string]string{"REDIS_URL": "redis://h:6379?addr=h2:6379"}, "REDIS_URL"},
+		{"replicas to wait for on the embedded server", map[string]string{"REDIS_WAIT_REPLICAS": "1"}, "REDIS_WAIT_REPLICAS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

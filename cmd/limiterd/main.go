@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,10 +33,10 @@ func main() {
 		<-ctx.Done()
 		stop() // a second signal, while draining, ends the process at once
 	}()
-	// go-redis logs (dial failures, mostly) through a global; make them
-	// structured like the rest. Set here, once, not in run, which tests start
-	// many times at once.
-	redis.SetLogger(redisLogger{slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	// go-redis logs (dial failures, mostly) through a global: set here,
+	// once, not in run, which tests start many times at once. run hands it
+	// its logger, so those lines share the format and level of the rest.
+	redis.SetLogger(redisLogger{})
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "limiterd:", err)
 		os.Exit(1)
@@ -59,6 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	redisLog.Store(log)
 	metrics := telemetry.NewMetrics()
 
 	redisCfg := cfg.Redis
@@ -248,9 +250,16 @@ func (e *embeddedRedis) Close() {
 	e.Miniredis.Close()
 }
 
-// redisLogger passes go-redis's own log lines to slog.
-type redisLogger struct{ log *slog.Logger }
+// redisLog is the logger of the running service, for go-redis's lines.
+var redisLog atomic.Pointer[slog.Logger]
 
-func (l redisLogger) Printf(ctx context.Context, format string, args ...any) {
-	l.log.WarnContext(ctx, "redis client: "+fmt.Sprintf(format, args...))
+// redisLogger passes go-redis's own log lines to the service's logger.
+type redisLogger struct{}
+
+func (redisLogger) Printf(ctx context.Context, format string, args ...any) {
+	log := redisLog.Load()
+	if log == nil {
+		log = slog.Default()
+	}
+	log.WarnContext(ctx, "redis client: "+fmt.Sprintf(format, args...))
 }
