@@ -130,20 +130,10 @@ func parse(cfg Config) (options, error) {
 		if err != nil {
 			return opts, urlError(err, cfg)
 		}
-		if cfg.Username != "" {
-			o.Username = cfg.Username
-		}
-		if cfg.Password != "" {
-			o.Password = cfg.Password
-		}
-		if cfg.Timeout > 0 {
-			o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout, cfg.Timeout
-		}
-		if cfg.PoolSize > 0 {
-			o.PoolSize = cfg.PoolSize
-		}
-		o.ContextTimeoutEnabled = true
-		if err := checkPool(o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns); err != nil {
+		if err := cfg.apply(sharedOptions{
+			&o.Username, &o.Password, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout,
+			&o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns, &o.ContextTimeoutEnabled,
+		}); err != nil {
 			return opts, err
 		}
 		opts.single, tlsConf = o, o.TLSConfig
@@ -152,20 +142,10 @@ func parse(cfg Config) (options, error) {
 		if err != nil {
 			return opts, urlError(err, cfg)
 		}
-		if cfg.Username != "" {
-			o.Username = cfg.Username
-		}
-		if cfg.Password != "" {
-			o.Password = cfg.Password
-		}
-		if cfg.Timeout > 0 {
-			o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout, cfg.Timeout
-		}
-		if cfg.PoolSize > 0 {
-			o.PoolSize = cfg.PoolSize
-		}
-		o.ContextTimeoutEnabled = true
-		if err := checkPool(o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns); err != nil {
+		if err := cfg.apply(sharedOptions{
+			&o.Username, &o.Password, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout,
+			&o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns, &o.ContextTimeoutEnabled,
+		}); err != nil {
 			return opts, err
 		}
 		opts.cluster, tlsConf = o, o.TLSConfig
@@ -183,20 +163,10 @@ func parse(cfg Config) (options, error) {
 		if o.ReplicaOnly {
 			return opts, errors.New("REDIS_URL: replica_only sends commands to replicas; the limiter's scripts write, so they must go to the master")
 		}
-		if cfg.Username != "" {
-			o.Username = cfg.Username
-		}
-		if cfg.Password != "" {
-			o.Password = cfg.Password
-		}
-		if cfg.Timeout > 0 {
-			o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout, cfg.Timeout
-		}
-		if cfg.PoolSize > 0 {
-			o.PoolSize = cfg.PoolSize
-		}
-		o.ContextTimeoutEnabled = true
-		if err := checkPool(o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns); err != nil {
+		if err := cfg.apply(sharedOptions{
+			&o.Username, &o.Password, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout,
+			&o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns, &o.ContextTimeoutEnabled,
+		}); err != nil {
 			return opts, err
 		}
 		opts.failover, tlsConf = o, o.TLSConfig
@@ -300,6 +270,34 @@ func configureTLS(c *tls.Config, cfg Config) error {
 
 // checkPool refuses pool sizes go-redis would panic on (it stores them in
 // 32 bits) or misread (negative).
+// sharedOptions points at the fields that go-redis's Options, ClusterOptions
+// and FailoverOptions all have, so that one function sets them for any mode.
+type sharedOptions struct {
+	username, password          *string
+	dial, read, write, poolWait *time.Duration
+	poolSize                    *int
+	minIdle, maxIdle, maxActive int
+	contextTimeoutEnabled       *bool
+}
+
+// apply sets the options cfg overrides and checks the pool's sizes.
+func (cfg Config) apply(o sharedOptions) error {
+	if cfg.Username != "" {
+		*o.username = cfg.Username
+	}
+	if cfg.Password != "" {
+		*o.password = cfg.Password
+	}
+	if cfg.Timeout > 0 {
+		*o.dial, *o.read, *o.write, *o.poolWait = cfg.Timeout, cfg.Timeout, cfg.Timeout, cfg.Timeout
+	}
+	if cfg.PoolSize > 0 {
+		*o.poolSize = cfg.PoolSize
+	}
+	*o.contextTimeoutEnabled = true
+	return checkPool(*o.poolSize, o.minIdle, o.maxIdle, o.maxActive)
+}
+
 func checkPool(sizes ...int) error {
 	for _, n := range sizes {
 		if n < 0 || n > math.MaxInt32 {
