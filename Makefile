@@ -6,7 +6,7 @@ LDFLAGS ?= -s -w
 
 .PHONY: run build test vet fmt-check check clean check-linearizability test-deploy \
 	test-cluster test-sentinel test-tls test-topologies fuzz \
-	bench bench-doc bench-go
+	bench bench-doc bench-go failover
 
 run:
 	$(GO) run ./cmd/limiterd
@@ -71,6 +71,13 @@ bench-doc:
 # bench-go: go test benchmarks, with allocations, of the limiter and the handlers.
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./limiter/ ./httpapi/
+
+# make failover: kill a Redis master under load (Cluster and Sentinel, without
+# and with REDIS_WAIT_REPLICAS=1, with a lagging replica, and a Sentinel master
+# restarted too early) and log what each cost: docs/FAILOVER.md. About 11
+# minutes; it SIGKILLs only the redis-servers it starts.
+failover:
+	LIMITERD_FAILOVER=1 $(GO) test -count=1 -timeout 20m -v -run TestFailover ./internal/failover/
 
 vet:
 	$(GO) vet ./...

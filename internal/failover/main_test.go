@@ -1,0 +1,9 @@
+package failover
+
+import (
+	"testing"
+
+	"github.com/limiterd/limiterd/internal/servicetest"
+)
+
+func TestMain(m *testing.M) { servicetest.Main(m) }
