@@ -31,4 +31,10 @@
 // ErrUnavailable and admit nothing. A request that timed out may still have
 // run in Redis: acquiring the same stream again is safe, because it returns
 // the same key and takes no second slot.
+//
+// Config.FailOpen chooses the viewer over the limit instead: an Acquire or
+// Renew that cannot reach Redis returns a degraded Lease that nothing records.
+// Config.WaitReplicas makes each Acquire wait for replicas (Redis WAIT) in the
+// same round trip, which narrows what an asynchronous failover can lose.
+// Config.Observer is told of every call, for metrics.
 package limiter
