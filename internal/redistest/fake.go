@@ -19,34 +19,23 @@ import (
 // goroutines at once.
 func Fake(t testing.TB, reply func(cmd []string) string) string {
 	t.Helper()
-	ln, track := listen(t)
-	go func() {
+	return acceptAll(t, func(c net.Conn) {
+		defer c.Close()
+		r := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			cmd, err := readCommand(r)
 			if err != nil {
 				return
 			}
-			track(c)
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					cmd, err := readCommand(r)
-					if err != nil {
-						return
-					}
-					out := reply(cmd)
-					if out == "" {
-						out = fmt.Sprintf("-ERR unknown command '%s'\r\n", cmd[0])
-					}
-					if _, err := io.WriteString(c, out); err != nil {
-						return
-					}
-				}
-			}()
+			out := reply(cmd)
+			if out == "" {
+				out = fmt.Sprintf("-ERR unknown command '%s'\r\n", cmd[0])
+			}
+			if _, err := io.WriteString(c, out); err != nil {
+				return
+			}
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // readCommand reads one command as clients send them: an array of bulk

@@ -207,6 +207,14 @@ func (b *SyncBuffer) String() string {
 // answers, like a Redis that hangs; it closes at the end of the test.
 func Silent(t testing.TB) string {
 	t.Helper()
+	return acceptAll(t, nil)
+}
+
+// acceptAll serves a loopback listener until the end of the test, giving
+// each connection to handle in a goroutine of its own (nil: keep it open and
+// never answer), and returns its address. All connections close with it.
+func acceptAll(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
 	ln, track := listen(t)
 	go func() {
 		for {
@@ -215,6 +223,9 @@ func Silent(t testing.TB) string {
 				return
 			}
 			track(c)
+			if handle != nil {
+				go handle(c)
+			}
 		}
 	}()
 	return ln.Addr().String()
