@@ -30,14 +30,28 @@ func limiterOn(t *testing.T, addr string) *limiter.Limiter {
 // well within the timeout plus scheduling slack: never a hang, never a lease.
 func assertUnavailable(t *testing.T, l *limiter.Limiter) {
 	t.Helper()
-	const bound = testTimeout + 500*time.Millisecond
+	checkUnavailable(t, l, testTimeout+500*time.Millisecond, true)
+}
+
+// checkUnavailable wants ErrUnavailable within bound from every operation
+// that runs a script, and from Ping too when withPing is set.
+func checkUnavailable(t *testing.T, l *limiter.Limiter, bound time.Duration, withPing bool) {
+	t.Helper()
 	calls := map[string]func() error{
-		"acquire": func() error { _, err := l.Acquire(ctx, "alice", "s1"); return err },
+		"acquire": func() error {
+			lease, err := l.Acquire(ctx, "alice", "s1")
+			if err == nil || lease != (limiter.Lease{}) {
+				t.Errorf("acquire admitted: %+v", lease)
+			}
+			return err
+		},
 		"renew":   func() error { _, err := l.Renew(ctx, "alice", "s1", "k"); return err },
 		"release": func() error { _, err := l.Release(ctx, "alice", "s1", ""); return err },
 		"soonest": func() error { _, err := l.ReleaseSoonest(ctx, "alice"); return err },
 		"active":  func() error { _, err := l.Active(ctx, "alice"); return err },
-		"ping":    func() error { return l.Ping(ctx) },
+	}
+	if withPing {
+		calls["ping"] = func() error { return l.Ping(ctx) }
 	}
 	for name, call := range calls {
 		start := time.Now()

@@ -190,31 +190,7 @@ func TestClusterRedirectsAreUnavailable(t *testing.T) {
 // scripts (a Fake answers PING).
 func assertScriptsUnavailable(t *testing.T, l *limiter.Limiter) {
 	t.Helper()
-	const bound = testTimeout + time.Second
-	calls := map[string]func() error{
-		"acquire": func() error {
-			lease, err := l.Acquire(ctx, "alice", "s1")
-			if err == nil || lease != (limiter.Lease{}) {
-				t.Errorf("acquire admitted: %+v", lease)
-			}
-			return err
-		},
-		"renew":   func() error { _, err := l.Renew(ctx, "alice", "s1", "k"); return err },
-		"release": func() error { _, err := l.Release(ctx, "alice", "s1", ""); return err },
-		"soonest": func() error { _, err := l.ReleaseSoonest(ctx, "alice"); return err },
-		"active":  func() error { _, err := l.Active(ctx, "alice"); return err },
-	}
-	for name, call := range calls {
-		start := time.Now()
-		err := call()
-		took := time.Since(start)
-		if !errors.Is(err, limiter.ErrUnavailable) {
-			t.Errorf("%s: err = %v, want ErrUnavailable", name, err)
-		}
-		if took > bound {
-			t.Errorf("%s took %v, want under %v", name, took, bound)
-		}
-	}
+	checkUnavailable(t, l, testTimeout+time.Second, false)
 }
 
 // TestMinimalACL runs the limiter as a Redis user that has exactly the

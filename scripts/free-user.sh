@@ -30,26 +30,13 @@ EOF
 }
 
 yes=0
-user=''
-while (($# > 0)); do
+own_flag() {
   case $1 in
-  --help) usage; exit 0 ;;
-  -y | --yes) yes=1; shift ;;
-  --) shift; break ;;
-  -?*)
-    take_common_flag "$@" || usage_error "unknown option $1"
-    shift "$SHIFT" ;;
-  *)
-    [[ -z $user ]] || usage_error "one USER_ID only (got '$user' and '$1')"
-    user=$1; shift ;;
+  -y | --yes) yes=1 ;;
+  *) return 1 ;;
   esac
-done
-if (($# > 0)); then
-  [[ -z $user && $# -eq 1 ]] || usage_error "one USER_ID only"
-  user=$1
-fi
-[[ -n $user ]] || usage_error "no USER_ID given"
-check_user_id "$user"
+}
+parse_user_args own_flag "$@"
 connect
 
 skey=$(streams_key "$user")

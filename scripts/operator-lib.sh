@@ -267,3 +267,35 @@ glob_escape() {
   done
   printf '%s' "$out"
 }
+
+# parse_user_args OWN_FLAG "$@" reads the arguments of a script that takes
+# one USER_ID: --help, the common flags, and the script's own switches, which
+# it hands to the function named OWN_FLAG (it returns 0 when it took the
+# flag). It sets user and checks it.
+parse_user_args() {
+  local own_flag=$1
+  shift
+  user=''
+  while (($# > 0)); do
+    case $1 in
+    --help) usage; exit 0 ;;
+    --) shift; break ;;
+    -?*)
+      if "$own_flag" "$1"; then
+        shift
+      else
+        take_common_flag "$@" || usage_error "unknown option $1"
+        shift "$SHIFT"
+      fi ;;
+    *)
+      [[ -z $user ]] || usage_error "one USER_ID only (got '$user' and '$1')"
+      user=$1; shift ;;
+    esac
+  done
+  if (($# > 0)); then
+    [[ -z $user && $# -eq 1 ]] || usage_error "one USER_ID only"
+    user=$1
+  fi
+  [[ -n $user ]] || usage_error "no USER_ID given"
+  check_user_id "$user"
+}

@@ -819,7 +819,7 @@ func (d cmdDelta) acquireMix() string {
 	return "adm " + pct(admitted) + "% · ren " + pct(renewed) + "% · ref " + pct(refused) + "%"
 }
 
-// sortedDurations is for medians.
+// median is the middle of xs (the mean of the two middle values when even).
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
